@@ -1,0 +1,230 @@
+"""What the CLI commands do: validate, run, resume, status, analyze.
+
+Validation finishes before anything is created: a sweep with problems exits 2 with one line
+per problem, starts no Ray and leaves no directory behind.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+import time
+from dataclasses import dataclass
+from importlib import resources as importlib_resources
+from pathlib import Path
+
+from orchestrator import checks, grid
+from orchestrator.results import trial_state
+from orchestrator.storage import Store, is_uri
+from orchestrator.sweep import Problems, Sweep, load_yaml, parse
+
+EXIT_USAGE = 2
+DEMO = "demo.yaml"
+
+
+class Refused(Exception):
+    """Problems found before launch; ``lines`` are printed, exit code 2."""
+
+    def __init__(self, lines: list[str]):
+        self.lines = lines
+        super().__init__("\n".join(lines))
+
+
+@dataclass
+class Plan:
+    sweep: Sweep
+    heads: dict
+    stage_a: list
+    stage_b: list
+    store: Store
+    warnings: list[str]
+
+
+def demo_path() -> Path:
+    return Path(str(importlib_resources.files("configs") / DEMO))
+
+
+def sweep_dir_of(sweep: Sweep, storage: str | None) -> str:
+    base = storage or sweep.storage
+    return f"{base.rstrip('/')}/{sweep.name}" if is_uri(base) else str(Path(os.path.expanduser(base)) / sweep.name)
+
+
+def plan(raw_or_path, *, storage: str | None = None, local: dict | None = None) -> Plan:
+    """Validate everything and build the grid; raises ``Refused`` with every problem found.
+
+    ``local``: {"cpus": N, "gpus": N, "cluster": bool} checks per-trial resources against the
+    machine (refused locally, a warning on a cluster).
+    """
+    p = Problems()
+    raw = load_yaml(raw_or_path, p) if isinstance(raw_or_path, (str, Path)) else raw_or_path
+    sweep = parse(raw, p) if not p else None
+    if sweep is None:
+        raise Refused(p.lines)
+    heads = checks.check_models(sweep, p)
+    checks.check_data(sweep, p)
+    checks.check_storage(storage or sweep.storage, p, key="--storage" if storage else "storage")
+    if local is not None:
+        checks.check_resources(sweep, p, cpus=local["cpus"], gpus=local["gpus"], cluster=local["cluster"])
+    if p:
+        raise Refused(p.lines)
+    stage_b = grid.stage_b(sweep, heads)
+    notes = p.warnings + grid.duplicate_k_notes(sweep, heads)
+    return Plan(sweep, heads, grid.stage_a(sweep), stage_b, Store(sweep_dir_of(sweep, storage)), notes)
+
+
+def _claim_directory(pl: Plan) -> None:
+    """Refuse to mix two different sweeps in one directory; write spec.yaml and grid.json."""
+    store, sweep = pl.store, pl.sweep
+    if store.exists("spec.yaml"):
+        import yaml
+        old = yaml.safe_load(store.read_bytes("spec.yaml"))
+        new = sweep.to_yaml_dict()
+        if {k: v for k, v in old.items() if k != "storage"} != {k: v for k, v in new.items() if k != "storage"}:
+            raise Refused([f"storage: {store.root} already holds a different sweep named "
+                           f"'{sweep.name}'; change 'name' or use 'headsweep resume {store.root}' "
+                           f"(got {store.root!r})"])
+    store.write_bytes("spec.yaml", sweep.to_yaml().encode())
+    store.write_json("grid.json", {
+        "stage_a": [{"key": s.key, "name": _name(s)} for s in pl.stage_a],
+        "stage_b": [{"key": s.key, "name": _name(s), "stage_a_key": s.finetune.key} for s in pl.stage_b],
+    })
+
+
+def _name(spec) -> str:
+    from orchestrator.execute import trial_name
+    return trial_name(spec)
+
+
+# ---------------------------------------------------------------------------- run / resume
+
+def start_ray(address: str | None, cpus: float, gpus: float) -> None:
+    import ray
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if address:
+        ray.init(address=address, log_to_driver=True)
+    else:
+        # The dashboard (when ray[default] is installed) listens on loopback only.
+        ray.init(num_cpus=int(cpus), num_gpus=int(gpus), dashboard_host="127.0.0.1",
+                 log_to_driver=False, configure_logging=True, logging_level="WARNING")
+
+
+def execute(pl: Plan, *, address: str | None, cpus: float, gpus: float, restore: bool = False,
+            out=sys.stdout) -> dict:
+    """Run both stages; returns counts. Assumes ``plan`` passed."""
+    import ray
+    from orchestrator.execute import finalize_errors, publish_tables, run_stage
+    store, sweep = pl.store, pl.sweep
+    _claim_directory(pl)
+    store.write_json("driver.json", {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()})
+    start_ray(address, cpus, gpus)
+    try:
+        print(f"headsweep: stage A — {len(pl.stage_a)} fine-tunes (one per model variant and seed)", file=out)
+        run_stage("stage_a", pl.stage_a, store, sweep.resources["finetune"].as_ray(), sweep.max_failures, restore)
+        err_a = finalize_errors(store, pl.stage_a)
+        ready = {s.key for s in pl.stage_a if store.exists(f"trials/{s.key}/result.json")}
+        stage_b = [s for s in pl.stage_b if s.finetune.key in ready]
+        print(f"headsweep: stage B — {len(stage_b)} trials on {len(ready)} checkpoints", file=out)
+        by_need = {}
+        for s in stage_b:  # recovery trials fine-tune, so they get fine-tuning resources
+            need = "finetune" if s.recovery_epochs else "prune"
+            by_need.setdefault(need, []).append(s)
+        for need, specs in by_need.items():
+            name = "stage_b" if need == "prune" else "stage_b_recovery"
+            run_stage(name, specs, store, sweep.resources[need].as_ray(), sweep.max_failures, restore)
+        err_b = finalize_errors(store, stage_b)
+        publish_tables(store)
+    finally:
+        ray.shutdown()
+        if store.exists("driver.json"):
+            store.remove("driver.json")
+    skipped = len(pl.stage_b) - len(stage_b)
+    return {"errored": len(err_a) + len(err_b), "skipped": skipped,
+            "trials": len(pl.stage_a) + len(pl.stage_b)}
+
+
+def load_spec(sweep_dir: str) -> Sweep:
+    store = Store(sweep_dir)
+    if not store.exists("spec.yaml"):
+        raise Refused([f"SWEEP_DIR: no spec.yaml in {sweep_dir}; is it a headsweep sweep directory? "
+                       f"(got {sweep_dir!r})"])
+    p = Problems()
+    import yaml
+    sweep = parse(yaml.safe_load(store.read_bytes("spec.yaml")), p)
+    if sweep is None:
+        raise Refused([f"SWEEP_DIR/spec.yaml: {line}" for line in p.lines])
+    return sweep
+
+
+def resume_plan(sweep_dir: str, local: dict | None) -> Plan:
+    sweep = load_spec(sweep_dir)
+    store = Store(sweep_dir)
+    storage = store.root.rsplit("/", 1)[0] if is_uri(store.root) else str(Path(store.root).parent)
+    raw = sweep.to_yaml_dict() | {"name": Path(store.root).name if not is_uri(store.root) else
+                                  store.root.rsplit("/", 1)[1]}
+    return plan(raw, storage=storage, local=local)
+
+
+# ---------------------------------------------------------------------------- status
+
+def driver_alive(store: Store) -> bool:
+    if not store.exists("driver.json"):
+        return False
+    d = store.read_json("driver.json")
+    if d.get("host") != socket.gethostname():
+        return True  # cannot tell for another machine: assume it runs
+    try:
+        os.kill(int(d["pid"]), 0)
+        return True
+    except (OSError, ValueError, KeyError):
+        return False
+
+
+def status(sweep_dir: str) -> dict:
+    """Per-stage counts (done / running / pending / errored) and the errored trials' errors."""
+    store = Store(sweep_dir)
+    if not store.exists("grid.json"):
+        raise Refused([f"SWEEP_DIR: no grid.json in {sweep_dir}; is it a headsweep sweep directory? "
+                       f"(got {sweep_dir!r})"])
+    g = store.read_json("grid.json")
+    alive = driver_alive(store)
+    done_a = set()
+    report = {"sweep_dir": store.root, "driver_running": alive, "stages": {}, "errors": []}
+    for stage in ("stage_a", "stage_b"):
+        counts = {"done": 0, "running": 0, "pending": 0, "errored": 0, "interrupted": 0, "skipped": 0}
+        for t in g[stage]:
+            state, detail = trial_state(store, t["key"])
+            if state == "running" and not alive:
+                state = "interrupted"
+            if state == "pending" and stage == "stage_b" and not alive and t["stage_a_key"] not in done_a \
+                    and store.exists(f"trials/{t['stage_a_key']}/error.json"):
+                state = "skipped"
+            if state == "done" and stage == "stage_a":
+                done_a.add(t["key"])
+            counts[state] += 1
+            if state == "errored":
+                report["errors"].append({"trial": t["name"], "key": t["key"], "error": detail})
+        report["stages"][stage] = counts
+    report["results"] = store.uri("results.parquet") if store.exists("results.parquet") else None
+    nb = "analysis/analysis.ipynb"
+    report["notebook"] = store.uri(nb) if store.exists(nb) else None
+    return report
+
+
+def format_status(r: dict) -> str:
+    lines = [f"sweep: {r['sweep_dir']} (driver {'running' if r['driver_running'] else 'not running'})"]
+    for stage, c in r["stages"].items():
+        total = sum(c.values())
+        parts = ", ".join(f"{v} {k}" for k, v in c.items() if v)
+        lines.append(f"  {stage}: {total} trials: {parts or 'none'}")
+    for e in r["errors"]:
+        lines.append(f"  errored {e['trial']} ({e['key']}): {e['error']}")
+    lines.append(f"  results: {r['results'] or 'not written yet'}")
+    if r["notebook"]:
+        lines.append(f"  notebook: {r['notebook']}")
+    return "\n".join(lines)
+
+
+def json_dumps(obj) -> str:
+    return json.dumps(obj, indent=1, default=str)

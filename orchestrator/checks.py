@@ -1,0 +1,180 @@
+"""Checks that need the outside world: model configs, data files, storage, machine resources.
+
+All run before anything is launched or written; each problem is one line (key and value).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from orchestrator.sweep import Problems, Sweep
+from trials.errors import UserError
+
+# Used only when the hub cannot be reached (offline validation): published architectures.
+KNOWN_HUB_HEADS = {
+    "gpt2": ("gpt2", 12, 12), "openai-community/gpt2": ("gpt2", 12, 12),
+    "gpt2-medium": ("gpt2", 24, 16), "distilbert-base-uncased": ("distilbert", 6, 12),
+    "distilbert/distilbert-base-uncased": ("distilbert", 6, 12),
+    "bert-base-uncased": ("bert", 12, 12), "google-bert/bert-base-uncased": ("bert", 12, 12),
+    "roberta-base": ("roberta", 12, 12), "FacebookAI/roberta-base": ("roberta", 12, 12),
+}
+
+
+@dataclass(frozen=True)
+class Heads:
+    model_type: str
+    n_layers: int
+    n_heads: int
+
+    @property
+    def total(self) -> int:
+        return self.n_layers * self.n_heads
+
+
+_REACHABLE: dict[str, bool] = {}
+
+
+def hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
+    """One quick connection attempt (cached), so offline validation does not sit in retries."""
+    if os.environ.get("HF_HUB_OFFLINE") == "1":
+        return False
+    if host not in _REACHABLE:
+        import socket
+        try:
+            socket.create_connection((host, 443), timeout=timeout).close()
+            _REACHABLE[host] = True
+        except OSError:
+            _REACHABLE[host] = False
+    return _REACHABLE[host]
+
+
+def model_heads(name: str, trust_remote_code: bool = False) -> Heads:
+    """Layer/head counts from a preset, a local directory or the hub (config only, no weights)."""
+    from trials.models import PRESET_PREFIX, PRESETS
+    if name.startswith(PRESET_PREFIX):
+        preset = name[len(PRESET_PREFIX):]
+        if preset not in PRESETS:
+            raise UserError("name", name, f"unknown preset; available: "
+                                          f"{', '.join(PRESET_PREFIX + k for k in PRESETS)}")
+        cfg = PRESETS[preset][0](100, pad_token_id=0, bos_token_id=0, eos_token_id=0)
+    else:
+        from transformers import AutoConfig
+        local = os.path.exists(os.path.expanduser(name))
+        if not local and not hub_reachable() and name in KNOWN_HUB_HEADS:
+            return Heads(*KNOWN_HUB_HEADS[name])  # offline: the published architecture
+        try:
+            kw = {} if local or hub_reachable() else {"local_files_only": True}
+            cfg = AutoConfig.from_pretrained(os.path.expanduser(name), trust_remote_code=trust_remote_code, **kw)
+        except Exception as e:  # hub/network/json errors all mean "cannot read this model"
+            first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+            raise UserError("name", name, f"cannot read the model config ({first})")
+    return Heads(cfg.model_type, cfg.num_hidden_layers, cfg.num_attention_heads)
+
+
+def check_models(sweep: Sweep, p: Problems) -> dict[str, Heads]:
+    """Architecture supported and every K within each model's head count."""
+    from trials.adapters import ADAPTERS
+    from trials.strategies import resolve_k
+    heads = {}
+    for i, m in enumerate(sweep.models):
+        try:
+            h = model_heads(m.name, m.trust_remote_code)
+        except UserError as e:
+            p.add(f"models[{i}].name", m.name, e.problem)
+            continue
+        if h.model_type not in ADAPTERS:
+            p.add(f"models[{i}].name", m.name, f"architecture '{h.model_type}' is not supported; "
+                                               f"supported: {', '.join(sorted(ADAPTERS))}")
+            continue
+        if m.tokenizer and m.tokenizer.startswith((".", "/", "~")) and not os.path.isdir(
+                os.path.expanduser(m.tokenizer)):
+            p.add(f"models[{i}].tokenizer", m.tokenizer, "no such tokenizer directory")
+        heads[m.label] = h
+        if any(s in sweep.strategies for s in ("top", "bottom", "random")):
+            for j, k in enumerate(sweep.k):
+                if not k:
+                    continue
+                try:
+                    resolve_k(k, h.n_layers, h.n_heads, sweep.per_layer)
+                except UserError as e:
+                    p.add(f"k[{j}]", k, f"{e.problem} for {m.label} ({h.n_layers} layers x {h.n_heads} heads)")
+    return heads
+
+
+def check_data(sweep: Sweep, p: Problems) -> None:
+    """Local and synthetic data are read and checked in full; hub data is checked when reachable."""
+    from trials.data import is_local_source, load_task
+    d = sweep.data
+    if d.source != "synthetic" and not is_local_source(d.source):
+        return _check_hub_data(d, p)
+    try:
+        load_task(d, sweep.importance.examples)
+    except UserError as e:
+        p.add(e.key, e.value, e.problem)
+
+
+def _check_hub_data(d, p: Problems) -> None:
+    if os.environ.get("HF_DATASETS_OFFLINE") == "1" or not hub_reachable():
+        p.warn("data.source", d.source, "hub dataset not checked (the hub is unreachable from here)")
+        return
+    try:
+        from huggingface_hub import HfApi
+        from trials.data import HUB_ALIASES
+        repo = d.source.removeprefix("hub:").split(":")[0]
+        for alias, target in HUB_ALIASES.items():
+            if repo.startswith(alias):
+                repo = target[0]
+        HfApi().dataset_info(repo, timeout=10)
+    except Exception as e:  # offline machines cannot tell "missing" from "unreachable"
+        msg = str(e).splitlines()[0][:120] if str(e) else type(e).__name__
+        if "404" in msg or "not found" in msg.lower():
+            p.add("data.source", d.source, f"no such hub dataset ({msg})")
+        else:
+            p.warn("data.source", d.source, f"hub dataset not checked ({msg})")
+
+
+def check_storage(storage: str, p: Problems, key: str = "storage") -> None:
+    """A local storage path must be (creatable and) writable; object stores need their scheme."""
+    if "://" in storage:
+        scheme = storage.split("://", 1)[0]
+        if scheme not in ("s3", "gs", "gcs", "file", "hdfs"):
+            p.add(key, storage, "unsupported scheme; use a local path, s3://, gs:// or file://")
+        return
+    path = Path(os.path.expanduser(storage)).absolute()
+    probe = path
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        p.add(key, storage, f"{probe} is a file, not a directory")
+    elif not os.access(probe, os.W_OK | os.X_OK):
+        p.add(key, storage, f"cannot write to {probe}")
+
+
+def check_resources(sweep: Sweep, p: Problems, *, cpus: float, gpus: float, cluster: bool) -> None:
+    """Local mode: refuse trials no node can hold (Ray would wait forever). Cluster: warn only."""
+    for stage, r in sweep.resources.items():
+        for kind, need, have in (("cpu", r.cpu, cpus), ("gpu", r.gpu, gpus)):
+            if need <= have:
+                continue
+            what = (f"{need:g} {kind.upper()} per trial requested but this machine has {have:g}"
+                    + ("; use --gpus N if GPUs are hidden, or set it to 0" if kind == "gpu" else ""))
+            if cluster:
+                p.warn(f"resources.{stage}.{kind}", need, what + " (relying on the autoscaler)")
+            else:
+                p.add(f"resources.{stage}.{kind}", need, what)
+
+
+def local_capacity(cpus: float | None, gpus: float | None) -> tuple[float, float]:
+    """CPUs and GPUs this machine gives Ray in local mode (CLI overrides win)."""
+    if cpus is None:
+        cpus = float(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count())
+    if gpus is None:
+        try:
+            import torch
+            gpus = float(torch.cuda.device_count())
+        except Exception:
+            gpus = 0.0
+    return cpus, gpus

@@ -1,0 +1,142 @@
+"""``headsweep`` command line (DESIGN.md "CLI").
+
+    headsweep run [SWEEP.yaml] [--storage DIR] [--address ADDR] [--gpus N] [--cpus N] [--no-analysis]
+    headsweep resume SWEEP_DIR
+    headsweep status SWEEP_DIR [--json]
+    headsweep validate SWEEP.yaml
+    headsweep analyze SWEEP_DIR
+
+Bad input exits 2 with one line per problem naming the key and the value; nothing is launched.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+from orchestrator import app
+
+EXIT_OK, EXIT_TRIALS_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="headsweep", description="Attention-head importance and pruning "
+                                 "sweeps on Ray Tune, with significance-tested analysis.")
+    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def nonneg(kind):
+        def conv(v):
+            try:
+                x = kind(v)
+            except ValueError:
+                raise argparse.ArgumentTypeError(f"must be a number (got {v!r})")
+            if x < 0:
+                raise argparse.ArgumentTypeError(f"must be >= 0 (got {v!r})")
+            return x
+        return conv
+
+    run = sub.add_parser("run", help="run a sweep (no file: the offline demo, configs/demo.yaml)")
+    run.add_argument("sweep", nargs="?", help="sweep file (YAML)")
+    run.add_argument("--storage", help="where sweep directories go (overrides the file's 'storage')")
+    run.add_argument("--address", help="Ray cluster address ('auto', ray://...); default: $RAY_ADDRESS or local")
+    run.add_argument("--gpus", type=nonneg(float), help="GPUs to give local Ray (default: all visible)")
+    run.add_argument("--cpus", type=nonneg(float), help="CPUs to give local Ray (default: all)")
+    run.add_argument("--no-analysis", action="store_true", help="skip the analysis at the end")
+
+    res = sub.add_parser("resume", help="continue a stopped sweep without re-running finished trials")
+    res.add_argument("sweep_dir")
+    res.add_argument("--address")
+    res.add_argument("--gpus", type=nonneg(float))
+    res.add_argument("--cpus", type=nonneg(float))
+    res.add_argument("--no-analysis", action="store_true")
+
+    st = sub.add_parser("status", help="per-stage trial counts and errors")
+    st.add_argument("sweep_dir")
+    st.add_argument("--json", action="store_true", help="machine-readable output")
+
+    val = sub.add_parser("validate", help="check a sweep file; launches nothing (exit 2 on problems)")
+    val.add_argument("sweep")
+
+    an = sub.add_parser("analyze", help="statistics, figures, executed notebook and report")
+    an.add_argument("sweep_dir")
+    an.add_argument("--no-execute", action="store_true", help="write the notebook without executing it")
+    return ap
+
+
+def _mode(args) -> tuple[str | None, dict]:
+    address = args.address or os.environ.get("RAY_ADDRESS")
+    cpus, gpus = app.checks.local_capacity(args.cpus, args.gpus)
+    return address, {"cpus": cpus, "gpus": gpus, "cluster": bool(address)}
+
+
+def _print_warnings(pl) -> None:
+    for w in pl.warnings:
+        print(f"note: {w}", file=sys.stderr)
+
+
+def _analyze(sweep_dir: str, execute: bool = True) -> dict:
+    import analysis
+    return analysis.analyze(sweep_dir, execute=execute)
+
+
+def _run(pl, args, restore: bool) -> int:
+    address, local = _mode(args)
+    _print_warnings(pl)
+    t0 = time.time()
+    summary = app.execute(pl, address=address, cpus=local["cpus"], gpus=local["gpus"], restore=restore)
+    print(f"headsweep: {summary['trials']} trials in {time.time() - t0:.0f} s; "
+          f"results: {pl.store.uri('results.parquet')}")
+    if summary["errored"]:
+        print(f"headsweep: {summary['errored']} trials errored ({summary['skipped']} skipped); "
+              f"see: headsweep status {pl.store.root}", file=sys.stderr)
+    if not args.no_analysis:
+        if pl.store.local is None:
+            print("headsweep: analysis runs on a local copy: sync the sweep directory, then "
+                  "headsweep analyze DIR", file=sys.stderr)
+        else:
+            paths = _analyze(pl.store.root)
+            print(f"headsweep: notebook: {paths['notebook']}\nheadsweep: report: {paths['report']}")
+    return EXIT_TRIALS_FAILED if summary["errored"] else EXIT_OK
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "validate":
+            pl = app.plan(args.sweep)
+            _print_warnings(pl)
+            print(f"ok: {pl.sweep.name}: {len(pl.stage_a)} stage-A fine-tunes, {len(pl.stage_b)} "
+                  f"stage-B trials -> {pl.store.root}")
+            return EXIT_OK
+        if args.command == "run":
+            _, local = _mode(args)
+            path = args.sweep or app.demo_path()
+            pl = app.plan(path, storage=args.storage, local=local)
+            return _run(pl, args, restore=False)
+        if args.command == "resume":
+            _, local = _mode(args)
+            pl = app.resume_plan(args.sweep_dir, local)
+            return _run(pl, args, restore=True)
+        if args.command == "status":
+            r = app.status(args.sweep_dir)
+            print(app.json_dumps(r) if args.json else app.format_status(r))
+            return EXIT_OK
+        if args.command == "analyze":
+            app.load_spec(args.sweep_dir) if not os.path.exists(os.path.join(args.sweep_dir, "results.parquet")) else None
+            paths = _analyze(args.sweep_dir, execute=not args.no_execute)
+            for k, v in paths.items():
+                print(f"{k}: {v}")
+            return EXIT_OK
+    except app.Refused as e:
+        for line in e.lines:
+            print(f"error: {line}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("headsweep: interrupted; continue with: headsweep resume SWEEP_DIR", file=sys.stderr)
+        return 130
+    return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,150 @@
+"""Ray Tune execution: one ``Tuner`` per stage, each restorable on its own.
+
+Stage A fine-tunes every (model variant, seed) once and saves a checkpoint; stage B runs one trial
+per (model, strategy, K, seed, recovery_epochs) on those checkpoints. A trial whose
+``result.json`` already exists returns it without recomputing (the trial key is the cache key),
+so a re-run or resume never repeats finished work, even for trials Ray did not know had ended.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+from orchestrator import faults
+from orchestrator.results import read_rows, trial_dir, write_importance, write_results
+from orchestrator.storage import Store
+from trials.spec import FinetuneSpec, PruneSpec, from_dict, to_dict
+
+METRICS = ("accuracy", "f1", "loss", "k", "heads_kept")
+CACHE = Path(os.environ.get("HEADSWEEP_CACHE", Path.home() / ".cache" / "headsweep"))
+
+
+# ---------------------------------------------------------------------------- worker side
+
+def run_one(spec: FinetuneSpec | PruneSpec, store: Store) -> dict:
+    """Run (or fetch the cached result of) one trial and publish its outputs. No Ray here."""
+    d = trial_dir(spec.key)
+    if store.exists(f"{d}/result.json"):
+        return store.read_json(f"{d}/result.json")
+    attempt = store.read_json(f"{d}/status.json").get("attempt", 0) + 1 if store.exists(
+        f"{d}/status.json") else 1
+    store.write_json(f"{d}/status.json", {"state": "running", "attempt": attempt, "pid": os.getpid(),
+                                          "host": socket.gethostname(), "started": time.time()})
+    try:
+        faults.maybe_inject(spec, store)
+        with tempfile.TemporaryDirectory(prefix="headsweep-") as tmp:
+            out = Path(tmp) / "out"
+            if isinstance(spec, PruneSpec):
+                from trials.run import run_prune
+                ft = spec.finetune
+                ckpt = store.get_dir(f"checkpoints/{ft.checkpoint_name}", CACHE / "checkpoints" / ft.key)
+                row = run_prune(spec, ckpt, out)
+            else:
+                from trials.run import run_finetune
+                row = run_finetune(spec, out)
+                store.put_dir(out / "checkpoint", f"checkpoints/{spec.checkpoint_name}")
+                store.put_file(out / "importance.parquet", f"{d}/importance.parquet")
+            store.put_file(out / "predictions.parquet", f"predictions/{spec.key}.parquet")
+        row["attempt"] = attempt
+        store.write_json(f"{d}/result.json", row)  # last: its presence means the trial is complete
+        return row
+    except BaseException as e:
+        store.write_json(f"{d}/error.json", {"error": f"{type(e).__name__}: {e}", "attempt": attempt,
+                                             "traceback": traceback.format_exc()[-4000:]})
+        raise
+
+
+def trainable(config: dict) -> None:
+    """The Ray Tune function trainable: one trial, reported once."""
+    import torch
+    from ray import tune
+    trial = config["trial"]
+    # Relative data/tokenizer paths mean the user's directory: the driver's (same machine) or the
+    # job's working dir (cluster), never Ray's per-trial directory.
+    cwd = trial.get("cwd")
+    os.chdir(cwd if cwd and os.path.isdir(cwd) else os.environ.get("TUNE_ORIG_WORKING_DIR", os.getcwd()))
+    torch.set_num_threads(max(1, int(trial["threads"])))
+    _quiet_libraries()
+    row = run_one(from_dict(trial["spec"]), Store(trial["sweep"]))
+    tune.report({k: row[k] for k in METRICS} | {"trial_key": row["trial_key"]})
+
+
+def _quiet_libraries() -> None:
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    from transformers.utils import logging as hf_logging
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+
+
+# ---------------------------------------------------------------------------- driver side
+
+def trial_name(spec) -> str:
+    if isinstance(spec, PruneSpec):
+        ft = spec.finetune
+        rec = f"-r{spec.recovery_epochs:g}" if spec.recovery_epochs else ""
+        return f"B-{ft.model.variant}-{spec.strategy}-k{spec.k}-s{ft.seed}{rec}-{spec.key[:6]}"
+    return f"A-{spec.model.variant}-s{spec.seed}-{spec.key[:6]}"
+
+
+def publish_callback(store: Store):
+    """Tune callback: rewrite the results table whenever a trial completes (live partial results)."""
+    from ray.tune import Callback
+
+    class Publish(Callback):
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            write_results(store)
+
+    return Publish()
+
+
+def run_stage(stage: str, specs: list, store: Store, resources: dict, max_failures: int,
+              restore: bool = False):
+    """Fit (or restore) the Tuner of one stage; returns Ray's ResultGrid."""
+    from ray import tune
+    if not specs:
+        return None
+    threads = max(1, int(resources.get("cpu", 1)))
+    configs = [{"spec": to_dict(s), "key": s.key, "name": trial_name(s), "sweep": store.root,
+                "threads": threads, "cwd": os.getcwd()} for s in specs]
+    fn = tune.with_resources(trainable, resources)
+    path = store.uri(f"ray/{stage}")
+    if restore and tune.Tuner.can_restore(path):
+        tuner = tune.Tuner.restore(path, fn, resume_errored=True)
+    else:
+        tuner = tune.Tuner(
+            fn,
+            param_space={"trial": tune.grid_search(configs)},
+            tune_config=tune.TuneConfig(
+                trial_name_creator=lambda t: t.config["trial"]["name"],
+                trial_dirname_creator=lambda t: t.config["trial"]["name"],
+                reuse_actors=True,  # safe: trials leave no hooks or Accelerator state behind
+            ),
+            run_config=tune.RunConfig(
+                name=stage, storage_path=store.uri("ray"),
+                failure_config=tune.FailureConfig(max_failures=max_failures),
+                callbacks=[publish_callback(store)], verbose=1,
+            ),
+        )
+    return tuner.fit()
+
+
+def finalize_errors(store: Store, specs: list) -> list[str]:
+    """Mark trials that ended without a result as finally errored; return their keys."""
+    errored = []
+    for s in specs:
+        d = trial_dir(s.key)
+        if not store.exists(f"{d}/result.json") and store.exists(f"{d}/error.json"):
+            err = store.read_json(f"{d}/error.json")
+            store.write_json(f"{d}/error.json", err | {"final": True})
+            errored.append(s.key)
+    return errored
+
+
+def publish_tables(store: Store) -> None:
+    rows = read_rows(store)
+    write_results(store, rows)
+    write_importance(store, rows)

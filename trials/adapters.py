@@ -1,0 +1,221 @@
+"""Architecture adapters: where each model family keeps its per-layer attention.
+
+An adapter names, for layer i, the attention *output projection* whose input is the head-major
+concatenation of head outputs (`[batch, seq, heads*head_dim]`, head h = channels h*d..(h+1)*d),
+and knows how to slice that layer's heads out physically. Adding an architecture = registering
+one adapter (``@register("model_type", ...)``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from trials.errors import registry_error
+
+ADAPTERS: dict[str, "Adapter"] = {}
+
+
+def register(*model_types: str):
+    def deco(cls):
+        inst = cls()
+        for t in model_types:
+            ADAPTERS[t] = inst
+        return cls
+    return deco
+
+
+def adapter_for(model: nn.Module) -> "Adapter":
+    model_type = getattr(getattr(model, "config", None), "model_type", type(model).__name__)
+    if model_type not in ADAPTERS:
+        raise registry_error("architecture", model_type, ADAPTERS)
+    return ADAPTERS[model_type]
+
+
+@dataclass(frozen=True)
+class HeadLayout:
+    n_layers: int
+    n_heads: int                        # heads per layer in the unpruned architecture
+    head_dim: int
+    heads_per_layer: tuple[int, ...]    # heads currently present (differs after prune_heads)
+
+    @property
+    def total(self) -> int:
+        return self.n_layers * self.n_heads
+
+
+def head_layout(model: nn.Module) -> HeadLayout:
+    """Layer/head counts of a supported model; raises (listing supported types) for others."""
+    ad = adapter_for(model)
+    cfg = model.config
+    n_layers, n_heads = cfg.num_hidden_layers, cfg.num_attention_heads
+    present = getattr(model, "headsweep_present_heads", None)
+    per_layer = tuple(len(present[i]) for i in range(n_layers)) if present else (n_heads,) * n_layers
+    return HeadLayout(n_layers, n_heads, cfg.hidden_size // n_heads, per_layer)
+
+
+# ---------------------------------------------------------------------------- slicing helpers
+
+def _take_linear(lin: nn.Linear, idx: torch.Tensor, dim: int) -> nn.Linear:
+    """nn.Linear keeping output rows (dim=0) or input columns (dim=1) ``idx``; may be empty."""
+    w = lin.weight.detach().index_select(dim, idx).clone()
+    new = nn.Linear(1, 1, bias=lin.bias is not None)  # placeholder init, replaced below
+    new.out_features, new.in_features = w.shape
+    new.weight = nn.Parameter(w, requires_grad=lin.weight.requires_grad)
+    if lin.bias is not None:
+        b = lin.bias.detach() if dim == 1 else lin.bias.detach().index_select(0, idx)
+        new.bias = nn.Parameter(b.clone(), requires_grad=lin.bias.requires_grad)
+    return new
+
+
+def _take_conv1d(conv, idx: torch.Tensor, dim: int):
+    """GPT-2 Conv1D (weight [in, out]) keeping inputs (dim=0) or outputs (dim=1) ``idx``."""
+    from transformers.pytorch_utils import Conv1D
+    w = conv.weight.detach().index_select(dim, idx).clone()
+    new = Conv1D(1, 1)  # placeholder init, replaced below
+    new.nx, new.nf = w.shape
+    new.weight = nn.Parameter(w, requires_grad=conv.weight.requires_grad)
+    b = conv.bias.detach() if dim == 0 else conv.bias.detach().index_select(0, idx)
+    new.bias = nn.Parameter(b.clone(), requires_grad=conv.bias.requires_grad)
+    return new
+
+
+def _channels(heads: list[int], head_dim: int, device) -> torch.Tensor:
+    """Channel indices of ``heads`` in a head-major layout."""
+    if not heads:
+        return torch.empty(0, dtype=torch.long, device=device)
+    return torch.cat([torch.arange(h * head_dim, (h + 1) * head_dim, device=device) for h in heads])
+
+
+class NoHeads(nn.Module):
+    """Stands in for an attention block whose heads were all pruned.
+
+    The output projection still runs on a zero-width input, so its bias is what the layer adds,
+    exactly as when every head is gated to 0. (The original modules reshape with ``view(-1,
+    head_dim)``, which is ambiguous for zero elements, hence the replacement.)
+    """
+
+    def __init__(self, out_proj: nn.Module | None = None, dropout: nn.Module | None = None,
+                 proj_name: str = "out_proj"):
+        super().__init__()
+        # Keep the projection under its original attribute name so hook paths still resolve.
+        self.proj_name = proj_name
+        if out_proj is not None:
+            self.add_module(proj_name, out_proj)
+        self.dropout = dropout if dropout is not None else nn.Identity()
+
+    def forward(self, hidden_states, *args, **kwargs):
+        z = hidden_states.new_zeros(*hidden_states.shape[:-1], 0)  # [batch, seq, 0 heads]
+        proj = self._modules.get(self.proj_name)
+        if proj is None:
+            return z, None
+        # = proj(z) for a zero-width input (Conv1D cannot view a 0-element tensor as [-1, 0]).
+        out = proj.bias.to(hidden_states.dtype).expand(*hidden_states.shape[:-1], -1)
+        return self.dropout(out), None
+
+
+# ---------------------------------------------------------------------------- adapters
+
+class Adapter:
+    """Per-architecture access to attention; subclasses fill in the paths."""
+
+    def base(self, model):
+        return model.base_model
+
+    def layers(self, model) -> nn.ModuleList:
+        raise NotImplementedError
+
+    def out_proj_name(self, i: int) -> str:
+        """Path of layer i's output projection relative to ``model.base_model`` (for messages)."""
+        raise NotImplementedError
+
+    def out_proj(self, model, i: int) -> nn.Module:
+        return self.base(model).get_submodule(self.out_proj_name(i))
+
+    def prune_layer(self, model, i: int, keep: list[int], head_dim: int) -> None:
+        """Keep only the (current, 0-based) heads ``keep`` of layer i."""
+        raise NotImplementedError
+
+    def attention_modules(self, model, i: int) -> list[nn.Module]:
+        """The projection modules of layer i's attention (for re-initialisation)."""
+        raise NotImplementedError
+
+
+@register("gpt2")
+class GPT2Adapter(Adapter):
+    def layers(self, model):
+        return self.base(model).h
+
+    def out_proj_name(self, i):
+        return f"h.{i}.attn.c_proj"  # not mlp.c_proj
+
+    def attention_modules(self, model, i):
+        attn = self.layers(model)[i].attn
+        return [attn.c_attn, attn.c_proj]
+
+    def prune_layer(self, model, i, keep, head_dim):
+        block = self.layers(model)[i]
+        attn = block.attn
+        e = attn.c_attn.weight.shape[1] // 3       # current q/k/v width
+        idx = _channels(keep, head_dim, attn.c_proj.weight.device)
+        attn.c_proj = _take_conv1d(attn.c_proj, idx, dim=0)
+        if not keep:
+            block.attn = NoHeads(attn.c_proj, attn.resid_dropout, proj_name="c_proj")
+            return
+        # c_attn's outputs are [q | k | v], each head-major.
+        attn.c_attn = _take_conv1d(attn.c_attn, torch.cat([idx, idx + e, idx + 2 * e]), dim=1)
+        attn.split_size = len(keep) * head_dim
+        attn.num_heads = len(keep)
+        attn.embed_dim = attn.split_size
+
+
+@register("distilbert")
+class DistilBertAdapter(Adapter):
+    def layers(self, model):
+        return self.base(model).transformer.layer
+
+    def out_proj_name(self, i):
+        return f"transformer.layer.{i}.attention.out_lin"
+
+    def attention_modules(self, model, i):
+        a = self.layers(model)[i].attention
+        return [a.q_lin, a.k_lin, a.v_lin, a.out_lin]
+
+    def prune_layer(self, model, i, keep, head_dim):
+        layer = self.layers(model)[i]
+        a = layer.attention
+        idx = _channels(keep, head_dim, a.out_lin.weight.device)
+        a.out_lin = _take_linear(a.out_lin, idx, dim=1)
+        if not keep:
+            layer.attention = NoHeads(a.out_lin, proj_name="out_lin")
+            return
+        for name in ("q_lin", "k_lin", "v_lin"):
+            setattr(a, name, _take_linear(getattr(a, name), idx, dim=0))
+        a.n_heads = len(keep)
+
+
+@register("bert", "roberta", "xlm-roberta", "electra")
+class BertAdapter(Adapter):
+    def layers(self, model):
+        return self.base(model).encoder.layer
+
+    def out_proj_name(self, i):
+        return f"encoder.layer.{i}.attention.output.dense"
+
+    def attention_modules(self, model, i):
+        a = self.layers(model)[i].attention
+        return [a.self.query, a.self.key, a.self.value, a.output.dense]
+
+    def prune_layer(self, model, i, keep, head_dim):
+        a = self.layers(model)[i].attention
+        idx = _channels(keep, head_dim, a.output.dense.weight.device)
+        a.output.dense = _take_linear(a.output.dense, idx, dim=1)
+        if not keep:
+            a.self = NoHeads()  # BertSelfOutput applies the (now zero-input) dense + LayerNorm
+            return
+        s = a.self
+        for name in ("query", "key", "value"):
+            setattr(s, name, _take_linear(getattr(s, name), idx, dim=0))
+        s.num_attention_heads = len(keep)
+        s.all_head_size = len(keep) * head_dim

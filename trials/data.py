@@ -1,0 +1,246 @@
+"""Task data: hub datasets, local files, or the synthetic set -> checked DataFrames -> batches.
+
+Every split becomes a DataFrame with ``example_id`` (row number in the source split), ``text``
+and ``label``. Importance examples are held out of the training split with a fixed permutation
+(the same for every seed), so importance never sees the fine-tuning or the evaluation data.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from trials.errors import UserError
+from trials.spec import DataSpec
+
+READERS = {
+    ".tsv": lambda p: pd.read_csv(p, sep="\t", quoting=3, keep_default_na=False, na_values=[""]),
+    ".csv": lambda p: pd.read_csv(p, keep_default_na=False, na_values=[""]),
+    ".jsonl": lambda p: pd.read_json(p, lines=True),
+    ".json": lambda p: pd.read_json(p, lines=True),
+    ".parquet": pd.read_parquet,
+}
+HUB_ALIASES = {"glue/": ("nyu-mll/glue",)}  # glue/sst2 -> load_dataset("nyu-mll/glue", "sst2")
+HOLDOUT_SEED = 20190510  # fixed: the importance split must not change with the trial seed
+
+
+@dataclass
+class TaskData:
+    train: pd.DataFrame        # fine-tuning rows
+    importance: pd.DataFrame   # held-out training rows for head importance
+    eval: pd.DataFrame
+    num_labels: int
+
+
+def is_local_source(source: str) -> bool:
+    return source != "synthetic" and (os.path.exists(source) or Path(source).suffix in READERS
+                                      or source.startswith((".", "/", "~")))
+
+
+def _local_split(spec: DataSpec, split: str, key: str) -> Path:
+    src = Path(os.path.expanduser(spec.source))
+    if not src.exists():
+        raise UserError("data.source", spec.source, "no such file or directory")
+    cand = Path(os.path.expanduser(split))
+    if cand.suffix in READERS and (cand.is_absolute() or cand.exists()):
+        path = cand
+    elif src.is_file():
+        if key == "data.train":
+            return src
+        path = src.parent / split
+        if not path.exists():
+            raise UserError(key, split, "with a single-file data.source, give the evaluation "
+                                        "split as a file path")
+        return path
+    else:
+        found = [src / f"{split}{ext}" for ext in READERS if (src / f"{split}{ext}").exists()]
+        if not found:
+            raise UserError(key, split, f"no {split}.tsv/.csv/.jsonl/.parquet in {src}")
+        path = found[0]
+    if not path.exists():
+        raise UserError(key, str(path), "no such file")
+    return path
+
+
+def _read_local(path: Path, key: str) -> pd.DataFrame:
+    reader = READERS.get(path.suffix.lower())
+    if reader is None:
+        raise UserError(key, str(path), f"unsupported file type; use one of {', '.join(READERS)}")
+    try:
+        return reader(path)
+    except Exception as e:  # pandas/pyarrow raise many kinds; the user needs one line
+        raise UserError(key, str(path), f"cannot read file ({type(e).__name__}: {str(e)[:120]})")
+
+
+def _read_hub(spec: DataSpec, split: str, key: str) -> pd.DataFrame:
+    import datasets
+    source = spec.source.removeprefix("hub:")
+    args: tuple = (source,)
+    for alias, repo in HUB_ALIASES.items():
+        if source.startswith(alias):
+            args = (*repo, source[len(alias):])
+    if ":" in source:
+        args = tuple(source.split(":", 1))
+    try:
+        ds = datasets.load_dataset(*args, split=split)
+    except Exception as e:
+        raise UserError(key, f"{spec.source}[{split}]",
+                        f"cannot load hub dataset ({type(e).__name__}: {str(e).splitlines()[0][:160]})")
+    return ds.to_pandas()
+
+
+def read_split(spec: DataSpec, which: str) -> pd.DataFrame:
+    """Raw split (``which`` = "train" | "eval") as a DataFrame with example_id/text/label."""
+    split = spec.train if which == "train" else spec.eval
+    key = f"data.{which}"
+    if spec.source == "synthetic":
+        n = spec.synthetic_size if which == "train" else max(200, spec.synthetic_size // 4)
+        from trials.synthetic import synthetic_sentiment
+        raw = synthetic_sentiment(n, seed=0 if which == "train" else 1)
+    elif is_local_source(spec.source):
+        raw = _read_local(_local_split(spec, split, key), key)
+    else:
+        raw = _read_hub(spec, split, key)
+    return check_columns(raw, spec, key, spec.num_labels)
+
+
+def check_columns(raw: pd.DataFrame, spec: DataSpec, key: str, num_labels: int = 2) -> pd.DataFrame:
+    """Validate and normalise one split; every problem is a one-line ``UserError``."""
+    text_col = "sentence" if spec.source == "synthetic" else spec.text_column
+    label_col = "label" if spec.source == "synthetic" else spec.label_column
+    for col, k in ((text_col, "data.text_column"), (label_col, "data.label_column")):
+        if col not in raw.columns:
+            raise UserError(k, col, f"column missing in {key}; columns are {list(raw.columns)}")
+    if len(raw) == 0:
+        raise UserError(key, spec.train if key == "data.train" else spec.eval, "split is empty")
+    df = pd.DataFrame({"example_id": np.arange(len(raw)), "text": raw[text_col], "label": raw[label_col]})
+    text = df["text"].astype("string")
+    bad = df["label"].isna() | text.isna() | (text.str.strip() == "")
+    if bad.any():
+        if not spec.drop_invalid:
+            first = df[bad].iloc[0]
+            raise UserError(key, f"row {int(first.example_id)}: {first.text!r} / {first.label!r}",
+                            f"{int(bad.sum())} rows with empty text or missing label; fix them "
+                            "or set data.drop_invalid: true")
+        df = df[~bad]
+        if len(df) == 0:
+            raise UserError(key, "all rows", "every row has empty text or a missing label")
+    labels = pd.to_numeric(df["label"], errors="coerce")
+    if labels.isna().any() or not (labels == labels.round()).all():
+        example = df["label"][labels.isna() | (labels != labels.round())].iloc[0]
+        raise UserError("data.label_column", f"{label_col}={example!r}",
+                        "labels must be integers 0..num_labels-1")
+    labels = labels.astype(int)
+    out_of_range = sorted(set(labels.unique()) - set(range(num_labels)))
+    if out_of_range:
+        raise UserError("data.label_column", f"{label_col}={out_of_range[:5]}",
+                        f"labels must be in 0..{num_labels - 1} (a {num_labels}-class task)")
+    return df.assign(text=df["text"].astype(str), label=labels).reset_index(drop=True)
+
+
+def load_task(spec: DataSpec, importance_examples: int = 0) -> TaskData:
+    """Read both splits, hold out importance examples, apply the limits."""
+    train_all, ev = read_split(spec, "train"), read_split(spec, "eval")
+    if importance_examples >= len(train_all):
+        raise UserError("importance.examples", importance_examples,
+                        f"must be smaller than the training split ({len(train_all)} rows)")
+    perm = np.random.default_rng(HOLDOUT_SEED).permutation(len(train_all))
+    imp = train_all.iloc[np.sort(perm[:importance_examples])].reset_index(drop=True)
+    train = train_all.iloc[np.sort(perm[importance_examples:])].reset_index(drop=True)
+    if spec.train_limit:
+        train = train.iloc[: spec.train_limit]
+    if spec.eval_limit:
+        ev = ev.iloc[: spec.eval_limit]
+    return TaskData(train=train, importance=imp, eval=ev.reset_index(drop=True),
+                    num_labels=spec.num_labels)
+
+
+# ---------------------------------------------------------------------------- batches
+
+class Encoded(torch.utils.data.Dataset):
+    """Token ids per example (unpadded), labels and example ids."""
+
+    def __init__(self, df: pd.DataFrame, tokenizer, max_length: int):
+        enc = tokenizer(list(df["text"]), truncation=True, max_length=max_length)
+        self.input_ids = enc["input_ids"]
+        self.token_type_ids = enc.get("token_type_ids")
+        self.labels = df["label"].to_numpy()
+        self.example_ids = df["example_id"].to_numpy()
+        self.lengths = np.fromiter((len(x) for x in self.input_ids), dtype=np.int64, count=len(df))
+
+    def __len__(self):
+        return len(self.input_ids)
+
+    def __getitem__(self, i):
+        return i
+
+
+class Collator:
+    """Dynamic padding (right side) to the longest sequence in the batch."""
+
+    def __init__(self, data: Encoded, pad_id: int):
+        self.data, self.pad_id = data, pad_id
+
+    def __call__(self, idx: list[int]) -> dict:
+        d = self.data
+        width = int(d.lengths[idx].max())
+        ids = torch.full((len(idx), width), self.pad_id, dtype=torch.long)   # [batch, seq]
+        mask = torch.zeros((len(idx), width), dtype=torch.long)
+        for row, i in enumerate(idx):
+            n = d.lengths[i]
+            ids[row, :n] = torch.as_tensor(d.input_ids[i])
+            mask[row, :n] = 1
+        out = {"input_ids": ids, "attention_mask": mask,
+               "labels": torch.as_tensor(d.labels[idx], dtype=torch.long),
+               "example_id": torch.as_tensor(d.example_ids[idx], dtype=torch.long)}
+        if d.token_type_ids is not None:
+            out["token_type_ids"] = torch.zeros_like(ids)
+        return out
+
+
+class LengthGroupedBatches(torch.utils.data.Sampler):
+    """Shuffled batches of similar length (less padding), seeded per epoch.
+
+    Shuffle, cut into mega-batches of 50 batches, sort each by length, split into batches,
+    shuffle the batch order. Same idea as transformers' LengthGroupedSampler.
+    """
+
+    def __init__(self, lengths: np.ndarray, batch_size: int, seed: int, group: bool = True):
+        self.lengths, self.batch_size, self.seed, self.group = lengths, batch_size, seed, group
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int):
+        self.epoch = epoch
+
+    def __len__(self):
+        return (len(self.lengths) + self.batch_size - 1) // self.batch_size
+
+    def __iter__(self):
+        rng = np.random.default_rng([self.seed, self.epoch])
+        self.epoch += 1
+        perm = rng.permutation(len(self.lengths))
+        bs = self.batch_size
+        if self.group:
+            mega = 50 * bs
+            perm = np.concatenate([
+                c[np.argsort(-self.lengths[c], kind="stable")]
+                for c in np.array_split(perm, range(mega, len(perm), mega))])
+        batches = [perm[i:i + bs].tolist() for i in range(0, len(perm), bs)]
+        for j in rng.permutation(len(batches)):
+            yield batches[j]
+
+
+def train_loader(data: Encoded, pad_id: int, batch_size: int, seed: int, group_by_length: bool = True):
+    sampler = LengthGroupedBatches(data.lengths, batch_size, seed, group_by_length)
+    return torch.utils.data.DataLoader(data, batch_sampler=sampler, collate_fn=Collator(data, pad_id))
+
+
+def eval_loader(data: Encoded, pad_id: int, batch_size: int):
+    """Batches in length order (least padding); results carry example_id, so order is free."""
+    order = np.argsort(data.lengths, kind="stable")
+    batches = [order[i:i + batch_size].tolist() for i in range(0, len(order), batch_size)]
+    return torch.utils.data.DataLoader(data, batch_sampler=batches, collate_fn=Collator(data, pad_id))

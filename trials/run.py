@@ -1,0 +1,194 @@
+"""One trial without Ray: ``python -m trials.run trial.json``.
+
+trial.json: ``{"spec": <FinetuneSpec or PruneSpec as a dict>, "out_dir": "...",
+"checkpoint_dir": "..." (stage B: the stage-A checkpoint)}``.
+
+Stage A writes to out_dir: ``result.json`` (the results row), ``predictions.parquet``,
+``importance.parquet`` and ``checkpoint/`` (HF format, safetensors, tokenizer, importance).
+Stage B writes ``result.json`` and ``predictions.parquet``. Files appear atomically (temp + rename).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from trials import provenance
+from trials.adapters import head_layout
+from trials.data import Encoded, eval_loader, load_task, read_split
+from trials.errors import UserError
+from trials.gates import masked
+from trials.importance import head_importance, normalize_per_layer
+from trials.models import load_model
+from trials.spec import FinetuneSpec, PruneSpec, from_dict, to_dict
+from trials.strategies import choose_heads
+from trials.train import accelerator_scope, evaluate, finetune
+
+IMPORTANCE_FILE = "importance.parquet"
+
+
+def _row(spec, layout, removed, metrics, extra) -> dict:
+    ft = spec.finetune if isinstance(spec, PruneSpec) else spec
+    total = layout.total
+    row = {
+        "model": ft.model.label, "arch": ft.model.arch, "variant": ft.model.variant,
+        "arch_init": ft.model.single_head or "",
+        "strategy": getattr(spec, "strategy", "none"),
+        "k": len(removed), "k_fraction": len(removed) / total,
+        "k_requested": json.dumps(getattr(spec, "k", 0)),
+        "per_layer": bool(getattr(spec, "per_layer", False)),
+        "seed": ft.seed, "recovery_epochs": float(getattr(spec, "recovery_epochs", 0)),
+        **{k: metrics[k] for k in ("accuracy", "f1", "loss", "n_eval")},
+        "heads_total": total, "heads_kept": total - len(removed),
+        "heads_removed": json.dumps([list(h) for h in removed]),
+        "trial_key": spec.key, "stage_a_key": ft.key, "stage": spec.stage,
+        "eval_seconds": metrics.get("eval_seconds", 0.0),
+        "config": json.dumps(to_dict(spec), sort_keys=True),
+        **provenance.info(),
+    }
+    row.update(extra)
+    return row
+
+
+def _write_parquet(df: pd.DataFrame, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    df.to_parquet(tmp, index=False)
+    os.replace(tmp, path)
+
+
+def write_json(obj, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True))
+    os.replace(tmp, path)
+
+
+def importance_frame(raw: torch.Tensor) -> pd.DataFrame:
+    norm = normalize_per_layer(raw)
+    n_layers, n_heads = raw.shape
+    return pd.DataFrame({
+        "layer": [l for l in range(n_layers) for _ in range(n_heads)],
+        "head": [h for _ in range(n_layers) for h in range(n_heads)],
+        "score": norm.reshape(-1).numpy(), "score_raw": raw.reshape(-1).numpy(),
+    })
+
+
+def run_finetune(spec: FinetuneSpec, out_dir: Path, progress: bool = False) -> dict:
+    """Stage A: fine-tune, evaluate unpruned, compute importance, save the checkpoint."""
+    from accelerate.utils import set_seed
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    task = load_task(spec.data, spec.importance.examples)
+    set_seed(spec.seed)  # before the model: the seed fixes the classifier initialisation too
+    m = spec.model
+    model, tok = load_model(m.name, task.num_labels, tokenizer=m.tokenizer, texts=task.train["text"],
+                            single_head=m.single_head, trust_remote_code=m.trust_remote_code)
+    layout = head_layout(model)
+    max_len = spec.data.max_length
+    with accelerator_scope(spec.train.mixed_precision) as acc:
+        train_stats = finetune(model, Encoded(task.train, tok, max_len), tok.pad_token_id, spec.train,
+                               acc, spec.seed, progress=progress)
+        metrics, preds = evaluate(model, Encoded(task.eval, tok, max_len), tok.pad_token_id, acc,
+                                  spec.train.eval_batch_size)
+        model = acc.unwrap_model(model, keep_fp32_wrapper=False)
+        t0 = time.perf_counter()
+        imp_batches = eval_loader(Encoded(task.importance, tok, max_len), tok.pad_token_id,
+                                  spec.importance.batch_size)
+        raw = head_importance(model, imp_batches) if len(task.importance) else torch.zeros(
+            layout.n_layers, layout.n_heads)
+        imp_seconds = time.perf_counter() - t0
+        mixed = acc.mixed_precision
+    imp = importance_frame(raw)
+    ckpt = out_dir / "checkpoint"
+    tmp = out_dir / ".checkpoint.tmp"
+    model.save_pretrained(tmp, safe_serialization=True)
+    tok.save_pretrained(tmp)
+    _write_parquet(imp, tmp / IMPORTANCE_FILE)
+    write_json(to_dict(spec), tmp / "headsweep_spec.json")
+    if ckpt.exists():
+        import shutil
+        shutil.rmtree(ckpt)
+    os.replace(tmp, ckpt)
+    _write_parquet(preds, out_dir / "predictions.parquet")
+    _write_parquet(imp, out_dir / IMPORTANCE_FILE)
+    row = _row(spec, layout, [], metrics, {**train_stats, "importance_seconds": imp_seconds,
+                                           "importance_examples": len(task.importance),
+                                           "mixed_precision": mixed})
+    write_json(row, out_dir / "result.json")
+    return row
+
+
+def load_scores(checkpoint_dir: Path, normalized: bool) -> torch.Tensor:
+    imp = pd.read_parquet(Path(checkpoint_dir) / IMPORTANCE_FILE)
+    col = "score" if normalized else "score_raw"
+    n_layers, n_heads = int(imp["layer"].max()) + 1, int(imp["head"].max()) + 1
+    grid = torch.zeros(n_layers, n_heads, dtype=torch.float64)
+    grid[imp["layer"].to_numpy(), imp["head"].to_numpy()] = torch.tensor(imp[col].to_numpy(), dtype=torch.float64)
+    return grid
+
+
+def run_prune(spec: PruneSpec, checkpoint_dir: Path, out_dir: Path, progress: bool = False) -> dict:
+    """Stage B: load the stage-A checkpoint, remove heads, optionally recover, evaluate."""
+    from accelerate.utils import set_seed
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ft = spec.finetune
+    set_seed(ft.seed)
+    model, tok = load_model(str(checkpoint_dir), ft.data.num_labels)
+    layout = head_layout(model)
+    scores = load_scores(checkpoint_dir, ft.importance.normalize_per_layer)
+    removed = choose_heads(spec.strategy, scores, spec.k, per_layer=spec.per_layer, seed=ft.seed)
+    extra = {}
+    with accelerator_scope(ft.train.mixed_precision) as acc, masked(model, removed):
+        if spec.recovery_epochs:
+            task = load_task(ft.data, ft.importance.examples)
+            extra = finetune(model, Encoded(task.train, tok, ft.data.max_length), tok.pad_token_id,
+                             ft.train, acc, ft.seed, epochs=spec.recovery_epochs, progress=progress)
+            ev = task.eval
+        else:
+            ev = _eval_split(ft)
+        metrics, preds = evaluate(model, Encoded(ev, tok, ft.data.max_length), tok.pad_token_id, acc,
+                                  ft.train.eval_batch_size)
+        extra["mixed_precision"] = acc.mixed_precision
+    _write_parquet(preds, out_dir / "predictions.parquet")
+    row = _row(spec, layout, removed, metrics, extra)
+    write_json(row, out_dir / "result.json")
+    return row
+
+
+def _eval_split(ft: FinetuneSpec) -> pd.DataFrame:
+    ev = read_split(ft.data, "eval")
+    return ev.iloc[: ft.data.eval_limit] if ft.data.eval_limit else ev
+
+
+def run_trial(trial: dict, progress: bool = False) -> dict:
+    spec = from_dict(trial["spec"])
+    if isinstance(spec, PruneSpec):
+        return run_prune(spec, Path(trial["checkpoint_dir"]), Path(trial["out_dir"]), progress)
+    return run_finetune(spec, Path(trial["out_dir"]), progress)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m trials.run", description=__doc__.splitlines()[0])
+    p.add_argument("trial_json", help="trial file: {spec, out_dir[, checkpoint_dir]}")
+    args = p.parse_args(argv)
+    try:
+        trial = json.loads(Path(args.trial_json).read_text())
+        row = run_trial(trial, progress=sys.stderr.isatty())
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except (OSError, json.JSONDecodeError, KeyError) as e:
+        print(f"error: trial file {args.trial_json}: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps({k: row[k] for k in ("trial_key", "strategy", "k", "accuracy", "f1")}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

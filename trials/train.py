@@ -1,0 +1,150 @@
+"""Fine-tuning and evaluation, in the shape of accelerate's ``examples/nlp_example.py``.
+
+Mixed precision is set only in ``Accelerator(mixed_precision=...)``. The training loop keeps the
+loss on the device (no ``.item()`` per step), pads per batch and groups similar lengths, which is
+where it gains on a stock ``Trainer`` loop.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+import warnings
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from trials.data import Encoded, eval_loader, train_loader
+from trials.errors import UserError
+from trials.importance import model_inputs
+from trials.spec import TrainSpec
+
+PRECISIONS = ("auto", "no", "fp16", "bf16")
+
+
+def resolve_precision(requested: str) -> str:
+    """``auto``: bf16 on GPUs that support it, fp16 on older GPUs, fp32 ("no") on CPU.
+
+    fp16 on a CPU would silently run fp32 in accelerate, so it resolves to "no" with a warning.
+    """
+    if requested not in PRECISIONS:
+        raise UserError("finetune.mixed_precision", requested, f"must be one of {', '.join(PRECISIONS)}")
+    cuda = torch.cuda.is_available()
+    if requested == "auto":
+        if not cuda:
+            return "no"
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if requested == "fp16" and not cuda:
+        warnings.warn("fp16 needs a GPU; running fp32 on the CPU", stacklevel=2)
+        return "no"
+    return requested
+
+
+@contextlib.contextmanager
+def accelerator_scope(mixed_precision: str):
+    """An ``Accelerator`` whose process-global state is reset on exit, so the next trial in the
+    same (reused Ray) worker can choose another precision."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState, GradientState
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+    acc = Accelerator(mixed_precision=resolve_precision(mixed_precision))
+    try:
+        yield acc
+    finally:
+        acc.free_memory()
+        AcceleratorState._reset_state(True)
+        GradientState._reset_state()
+
+
+def finetune(model, data: Encoded, pad_id: int, spec: TrainSpec, accelerator, seed: int,
+             epochs: float | None = None, progress: bool = False) -> dict:
+    """Train ``model`` in place (AdamW, linear warmup then linear decay). Returns train stats.
+
+    Active head gates (``trials.masked``) stay in force: recovery fine-tuning trains with the mask.
+    """
+    from transformers import get_linear_schedule_with_warmup
+    epochs = spec.epochs if epochs is None else epochs
+    loader = train_loader(data, pad_id, spec.batch_size, seed, spec.group_by_length)
+    steps = max(1, math.ceil(epochs * len(loader)))
+    no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight", "ln_")
+    params = [
+        {"params": [p for n, p in model.named_parameters() if not any(s in n for s in no_decay)],
+         "weight_decay": spec.weight_decay},
+        {"params": [p for n, p in model.named_parameters() if any(s in n for s in no_decay)],
+         "weight_decay": 0.0},
+    ]
+    optimizer = torch.optim.AdamW(params, lr=spec.lr)
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(spec.warmup_ratio * steps), steps)
+    model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
+    model.train()
+    running = torch.zeros((), device=accelerator.device)  # summed on device: no host sync per step
+    n_examples, step, t0 = 0, 0, time.perf_counter()
+    bar = _progress(steps, "fine-tune", enabled=progress and accelerator.is_local_main_process)
+    while step < steps:
+        for batch in loader:
+            batch.pop("example_id")
+            out = model(**batch)
+            accelerator.backward(out.loss)
+            if spec.max_grad_norm:
+                accelerator.clip_grad_norm_(model.parameters(), spec.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            running += out.loss.detach()
+            n_examples += batch["labels"].shape[0]
+            step += 1
+            bar.update(1)
+            if step >= steps:
+                break
+    bar.close()
+    seconds = time.perf_counter() - t0
+    model.eval()
+    return {"train_loss": float(running) / steps, "train_steps": steps, "train_examples": n_examples,
+            "train_seconds": seconds, "train_examples_per_s": n_examples / max(seconds, 1e-9)}
+
+
+@torch.no_grad()
+def evaluate(model, data: Encoded, pad_id: int, accelerator, batch_size: int = 128) -> tuple[dict, pd.DataFrame]:
+    """Accuracy, macro F1, mean loss, and per-example predictions (in example_id order)."""
+    loader = accelerator.prepare(eval_loader(data, pad_id, batch_size))
+    model.eval()
+    t0 = time.perf_counter()
+    logits_all, labels_all, ids_all = [], [], []
+    for batch in loader:
+        logits = model(**model_inputs(batch)).logits.float()             # [batch, labels]
+        logits, labels, ids = accelerator.gather_for_metrics((logits, batch["labels"], batch["example_id"]))
+        logits_all.append(logits.cpu()), labels_all.append(labels.cpu()), ids_all.append(ids.cpu())
+    logits, labels, ids = torch.cat(logits_all), torch.cat(labels_all), torch.cat(ids_all)
+    probs = logits.softmax(-1)
+    pred = probs.argmax(-1)
+    preds = pd.DataFrame({
+        "example_id": ids.numpy(), "label": labels.numpy(), "pred": pred.numpy(),
+        "correct": (pred == labels).numpy(), "prob": probs.gather(1, pred[:, None])[:, 0].numpy(),
+    }).sort_values("example_id", kind="stable").reset_index(drop=True)
+    metrics = {
+        "accuracy": float(preds["correct"].mean()),
+        "f1": macro_f1(preds["label"].to_numpy(), preds["pred"].to_numpy(), logits.shape[-1]),
+        "loss": float(F.cross_entropy(logits, labels)),
+        "n_eval": int(len(preds)),
+        "eval_seconds": time.perf_counter() - t0,
+    }
+    return metrics, preds
+
+
+def macro_f1(labels: np.ndarray, preds: np.ndarray, num_labels: int) -> float:
+    """Unweighted mean over classes of F1 (a class absent from both labels and preds scores 0)."""
+    f1s = []
+    for c in range(num_labels):
+        tp = np.sum((preds == c) & (labels == c))
+        fp = np.sum((preds == c) & (labels != c))
+        fn = np.sum((preds != c) & (labels == c))
+        f1s.append(2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0)
+    return float(np.mean(f1s))
+
+
+def _progress(total: int, desc: str, enabled: bool):
+    from tqdm.auto import tqdm
+    return tqdm(total=total, desc=desc, disable=not enabled, leave=False)
