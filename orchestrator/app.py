@@ -112,17 +112,27 @@ def start_ray(address: str | None, cpus: float, gpus: float) -> None:
 
 def execute(pl: Plan, *, address: str | None, cpus: float, gpus: float, restore: bool = False,
             out=sys.stdout) -> dict:
-    """Run both stages; returns counts. Assumes ``plan`` passed."""
+    """Run both stages; returns counts. Assumes ``plan`` passed.
+
+    ``HEADSWEEP_STOP_AFTER=stage_a`` (a testing hook) ends the run after stage A, as if the
+    driver had been stopped there.
+    """
     import ray
     from orchestrator.execute import finalize_errors, publish_tables, run_stage
     store, sweep = pl.store, pl.sweep
     _claim_directory(pl)
     store.write_json("driver.json", {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()})
-    start_ray(address, cpus, gpus)
+    own_ray = not ray.is_initialized()  # a notebook or test may have started Ray already
+    if own_ray:
+        start_ray(address, cpus, gpus)
     try:
         print(f"headsweep: stage A — {len(pl.stage_a)} fine-tunes (one per model variant and seed)", file=out)
         run_stage("stage_a", pl.stage_a, store, sweep.resources["finetune"].as_ray(), sweep.max_failures, restore)
         err_a = finalize_errors(store, pl.stage_a)
+        if os.environ.get("HEADSWEEP_STOP_AFTER") == "stage_a":
+            publish_tables(store)
+            return {"errored": len(err_a), "skipped": len(pl.stage_b), "trials": len(pl.stage_a),
+                    "stopped": True}
         ready = {s.key for s in pl.stage_a if store.exists(f"trials/{s.key}/result.json")}
         stage_b = [s for s in pl.stage_b if s.finetune.key in ready]
         print(f"headsweep: stage B — {len(stage_b)} trials on {len(ready)} checkpoints", file=out)
@@ -136,7 +146,8 @@ def execute(pl: Plan, *, address: str | None, cpus: float, gpus: float, restore:
         err_b = finalize_errors(store, stage_b)
         publish_tables(store)
     finally:
-        ray.shutdown()
+        if own_ray:
+            ray.shutdown()
         if store.exists("driver.json"):
             store.remove("driver.json")
     skipped = len(pl.stage_b) - len(stage_b)

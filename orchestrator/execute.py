@@ -58,11 +58,11 @@ def run_one(spec: FinetuneSpec | PruneSpec, store: Store) -> dict:
         raise
 
 
-def trainable(config: dict) -> None:
-    """The Ray Tune function trainable: one trial, reported once."""
+def trainable(config: dict, trials: dict) -> None:
+    """The Ray Tune function trainable: one trial (``trials[config["key"]]``), reported once."""
     import torch
     from ray import tune
-    trial = config["trial"]
+    trial = trials[config["key"]]
     # Relative data/tokenizer paths mean the user's directory: the driver's (same machine) or the
     # job's working dir (cluster), never Ray's per-trial directory.
     cwd = trial.get("cwd")
@@ -108,19 +108,21 @@ def run_stage(stage: str, specs: list, store: Store, resources: dict, max_failur
     if not specs:
         return None
     threads = max(1, int(resources.get("cpu", 1)))
-    configs = [{"spec": to_dict(s), "key": s.key, "name": trial_name(s), "sweep": store.root,
-                "threads": threads, "cwd": os.getcwd()} for s in specs]
-    fn = tune.with_resources(trainable, resources)
+    # The grid is over trial keys only (short progress tables); specs travel via with_parameters.
+    trials = {s.key: {"spec": to_dict(s), "sweep": store.root, "threads": threads, "cwd": os.getcwd()}
+              for s in specs}
+    names = {s.key: trial_name(s) for s in specs}
+    fn = tune.with_resources(tune.with_parameters(trainable, trials=trials), resources)
     path = store.uri(f"ray/{stage}")
     if restore and tune.Tuner.can_restore(path):
         tuner = tune.Tuner.restore(path, fn, resume_errored=True)
     else:
         tuner = tune.Tuner(
             fn,
-            param_space={"trial": tune.grid_search(configs)},
+            param_space={"key": tune.grid_search(list(trials))},
             tune_config=tune.TuneConfig(
-                trial_name_creator=lambda t: t.config["trial"]["name"],
-                trial_dirname_creator=lambda t: t.config["trial"]["name"],
+                trial_name_creator=lambda t: names[t.config["key"]],
+                trial_dirname_creator=lambda t: names[t.config["key"]],
                 reuse_actors=True,  # safe: trials leave no hooks or Accelerator state behind
             ),
             run_config=tune.RunConfig(

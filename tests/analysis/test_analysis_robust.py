@@ -1,0 +1,145 @@
+"""Partial, odd and broken sweeps must load and analyse without crashing (item 6)."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import analysis
+from analysis.synthetic import make_sweep_dir, synthetic_sweep, write_sweep
+
+
+def _run(path):
+    paths = analysis.analyze(path, execute=False, n_boot=200)
+    for key in ("notebook", "report", "stats", "figures"):
+        assert paths[key].exists(), key
+    return paths, pd.read_csv(paths["stats"]), paths["report"].read_text()
+
+
+def test_partial_sweep_missing_trials(tmp_path, rng):
+    syn = synthetic_sweep(rng)
+    keep = rng.random(len(syn.results)) > 0.3
+    syn.results = syn.results[keep].reset_index(drop=True)
+    _, stats, report = _run(write_sweep(tmp_path / "s", syn))
+    assert len(stats) > 0
+    assert (stats["n_seeds"].dropna() <= 5).all()
+    assert "## Against the unpruned baseline" in report
+
+
+def test_one_seed(tmp_path):
+    paths, stats, report = _run(make_sweep_dir(tmp_path / "s", seeds=(0,)))
+    seeds = stats[stats.level == "seeds"]
+    assert seeds["p"].isna().all()
+    assert "not testable across seeds with 1 seed(s)" in report
+    assert "Fewer than 2 paired seeds" in report
+    assert stats.loc[stats.level == "examples", "p"].notna().all()
+
+
+def test_one_model_no_single_head(tmp_path):
+    p = make_sweep_dir(tmp_path / "s", models={"gpt2": (2, 4)}, strategies=("none", "top", "bottom"),
+                       single_head_arch=False)
+    paths, stats, report = _run(p)
+    assert set(stats["model"]) == {"gpt2"}
+    assert "multi_vs_single" not in set(stats["family"])
+    assert not (paths["figures"] / "single_vs_multi.png").exists()
+    assert (paths["figures"] / "accuracy_vs_k.png").exists()
+    assert "## Multi-head vs single-head\n\nNo comparisons of this kind" in report
+
+
+def test_no_predictions_no_importance(tmp_path):
+    p = make_sweep_dir(tmp_path / "s", predictions=False, importance=False)
+    paths, stats, report = _run(p)
+    assert set(stats["level"]) == {"seeds"}
+    assert "no predictions/ directory" in report and "no importance.parquet" in report
+    assert not (paths["figures"] / "importance_heatmaps.png").exists()
+    assert "No importance scores in this sweep." in report
+
+
+def test_errored_trials_and_nan_metrics_dropped(tmp_path, rng):
+    syn = synthetic_sweep(rng, predictions=False)
+    r = syn.results.copy()
+    r.loc[[0, 5], "status"] = "error"
+    r.loc[[0, 5], "accuracy"] = np.nan
+    r.loc[7, "accuracy"] = np.nan  # NaN without a status flag
+    syn.results = r
+    sweep_dir = write_sweep(tmp_path / "s", syn, predictions=False)
+    sweep = analysis.load(sweep_dir)
+    assert len(sweep.results) == len(r) - 3
+    assert any("status is not 'ok' (2 error)" in n for n in sweep.notes)
+    assert any("1 trial(s) with a NaN accuracy" in n for n in sweep.notes)
+    _, stats, report = _run(sweep_dir)
+    assert "status is not 'ok'" in report
+
+
+def test_sweep_still_running_fewer_rows_and_csv_only(tmp_path, rng):
+    syn = synthetic_sweep(rng, predictions=False)
+    syn.results = syn.results.iloc[:25]  # the first trials to finish
+    p = write_sweep(tmp_path / "s", syn, predictions=False)
+    (p / "results.parquet").unlink()  # the parquet is rewritten last; the csv is there
+    _, stats, report = _run(p)
+    assert len(stats) > 0 and "## Accuracy per condition" in report
+
+
+def test_all_trials_failed(tmp_path, rng):
+    syn = synthetic_sweep(rng, predictions=False)
+    syn.results = syn.results.assign(status="error", accuracy=np.nan)
+    _, stats, report = _run(write_sweep(tmp_path / "s", syn, predictions=False))
+    assert stats.empty and "No finished trials yet" in report
+
+
+def test_minimal_columns_get_defaults(tmp_path):
+    df = pd.DataFrame({"model": ["m"] * 6, "strategy": ["none"] * 3 + ["top"] * 3, "k": [0] * 3 + [2] * 3,
+                       "seed": [0, 1, 2] * 2, "accuracy": [0.9, 0.91, 0.89, 0.7, 0.72, 0.69]})
+    res, notes = analysis.clean_results(df)
+    assert set(res["arch"]) == {"multi-head"} and set(res["variant"]) == {"m"}
+    assert (res["recovery_epochs"] == 0).all() and not res["per_layer"].any()
+    assert any("k_fraction missing" in n for n in notes)
+    stats = analysis.compare(res)
+    assert len(analysis.primary(stats)) == 1
+    with pytest.raises(ValueError, match="accuracy"):
+        analysis.clean_results(df.drop(columns="accuracy"))
+
+
+def test_duplicate_trials_keep_last(rng):
+    syn = synthetic_sweep(rng, predictions=False, models={"m": (2, 2)})
+    dup = syn.results.iloc[[0]].assign(accuracy=0.123)
+    res, notes = analysis.clean_results(pd.concat([syn.results, dup]))
+    assert len(res) == len(syn.results) and any("duplicate" in n for n in notes)
+    first = syn.results.iloc[0]
+    assert 0.123 in res.loc[(res.strategy == first.strategy) & (res.seed == first.seed) & (res.k == first.k),
+                            "accuracy"].tolist()
+
+
+def test_missing_sweep_dir_raises(tmp_path):
+    with pytest.raises(FileNotFoundError, match="results"):
+        analysis.load(tmp_path / "nope")
+
+
+def test_loader_reads_predictions_lazily(tmp_path):
+    p = make_sweep_dir(tmp_path / "s", models={"m": (2, 2)}, seeds=(0, 1))
+    sweep = analysis.load(p)
+    assert sweep.name == "synthetic" and sweep.has_predictions
+    key = sweep.results["trial_key"].iloc[0]
+    assert not sweep._cache
+    df = sweep.predictions(key)
+    assert list(df.columns[:2]) == ["example_id", "correct"] and len(sweep._cache) == 1
+    assert sweep.predictions("no-such-trial") is None
+    r = sweep.results
+    assert json.loads(r.loc[r.strategy == "none", "heads_removed"].iloc[0]) == []
+    top = r[(r.strategy == "top")].iloc[0]
+    assert len(json.loads(top["heads_removed"])) == top["k"]
+
+
+def test_one_seed_no_extras_notebook_executes(tmp_path):
+    """The executed notebook must cope with the thinnest sweep too."""
+    import nbformat
+
+    p = make_sweep_dir(tmp_path / "s", models={"m": (2, 2)}, seeds=(0,), predictions=False, importance=False,
+                       single_head_arch=False, strategies=("none", "top"))
+    paths = analysis.analyze(p, execute=True, timeout=300)
+    nb = nbformat.read(paths["notebook"], as_version=4)
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    text = "".join(o.get("text", "") for o in outputs)
+    assert "figure skipped" in text and "no importance scores" in text

@@ -1,0 +1,162 @@
+"""End to end under Ray on CPU: a small sweep, its directory contract, caching and resume."""
+import json
+import os
+
+import pandas as pd
+import pytest
+import torch
+
+from orchestrator import cli
+from orchestrator.results import CONTRACT_COLUMNS, read_rows, results_frame
+
+from .conftest import SMALL_STAGE_A, SMALL_STAGE_B
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, ray_session):
+    """Run the small sweep once for the module; returns (sweep_dir, results)."""
+    import yaml
+
+    from .conftest import SMALL
+    root = tmp_path_factory.mktemp("e2e")
+    path = root / "sweep.yaml"
+    path.write_text(yaml.safe_dump(SMALL))
+    rc = cli.main(["run", str(path), "--storage", str(root / "sweeps"), "--no-analysis"])
+    assert rc == 0
+    sweep_dir = root / "sweeps" / "small"
+    return sweep_dir, pd.read_parquet(sweep_dir / "results.parquet")
+
+
+def test_row_count_equals_grid_and_contract_columns(finished):
+    sweep_dir, df = finished
+    assert len(df) == SMALL_STAGE_A + SMALL_STAGE_B
+    assert df["trial_key"].is_unique
+    assert set(CONTRACT_COLUMNS) <= set(df.columns)
+    csv = pd.read_csv(sweep_dir / "results.csv")
+    assert list(csv["trial_key"]) == list(df["trial_key"])
+    # every row carries the resolved config, versions and the git hash
+    for col in ("config", "versions", "git_hash"):
+        assert df[col].notna().all() and (df[col] != "").all()
+    assert json.loads(df["versions"].iloc[0])["torch"] == torch.__version__
+
+
+def test_finetuning_ran_once_per_model_variant_and_seed(finished):
+    sweep_dir, df = finished
+    a = df[df["stage"] == "A"]
+    assert len(a) == SMALL_STAGE_A
+    assert set(zip(a["variant"], a["seed"])) == {(v, s) for v in ("tiny", "tiny-1head") for s in (0, 1)}
+    # each stage-A trial ran exactly once; stage B never trained (no recovery epochs)
+    assert (a["attempt"] == 1).all() and (a["train_steps"] > 0).all()
+    assert df[df["stage"] == "B"]["train_steps"].isna().all()
+    assert sorted(os.listdir(sweep_dir / "checkpoints")) == sorted(
+        f"{v}__seed{s}" for v in ("tiny", "tiny-1head") for s in (0, 1))
+
+
+def test_strategy_rows_and_k(finished):
+    _, df = finished
+    b = df[df["stage"] == "B"]
+    assert sorted(b["strategy"].unique()) == ["random", "single-head", "top"]
+    top = b[b["strategy"] == "top"]
+    assert (top["k"] == 4).all() and (top["k_fraction"] == 0.25).all()       # 0.25 of 16 heads
+    sh = b[b["strategy"] == "single-head"]
+    assert (sh["heads_kept"] == 4).all() and (sh["k"] == 12).all()          # one head in each of 4 layers
+    base = df[(df["strategy"] == "none")]
+    assert set(base["arch"]) == {"multi-head", "single-head"} and (base["k"] == 0).all()
+    one = base[base["arch"] == "single-head"]
+    assert (one["heads_total"] == 4).all()
+
+
+def test_predictions_and_importance_files(finished):
+    sweep_dir, df = finished
+    for key, n in zip(df["trial_key"], df["n_eval"]):
+        p = pd.read_parquet(sweep_dir / "predictions" / f"{key}.parquet")
+        assert list(p.columns) == ["example_id", "label", "pred", "correct", "prob"]
+        assert len(p) == n
+    row = df.iloc[0]
+    p = pd.read_parquet(sweep_dir / "predictions" / f"{row.trial_key}.parquet")
+    assert p["correct"].mean() == pytest.approx(row.accuracy)
+    imp = pd.read_parquet(sweep_dir / "importance.parquet")
+    assert list(imp.columns) == ["model", "seed", "layer", "head", "score", "score_raw"]
+    assert len(imp) == 2 * 16 and set(imp["model"]) == {"tiny"}
+
+
+def test_row_rechecks_by_masking_the_checkpoint(finished):
+    """DESIGN: any row can be re-checked by masking exactly heads_removed on the stage-A checkpoint."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    import trials
+    from trials.data import Encoded, eval_loader, read_split
+    from trials.spec import DataSpec
+    sweep_dir, df = finished
+    row = df[(df["strategy"] == "top") & (df["seed"] == 1)].iloc[0]
+    ckpt = sweep_dir / "checkpoints" / "tiny__seed1"
+    model = AutoModelForSequenceClassification.from_pretrained(ckpt).eval()
+    tok = AutoTokenizer.from_pretrained(ckpt)
+    ev = read_split(DataSpec(source="synthetic", synthetic_size=240, max_length=32), "eval")
+    correct = 0
+    with torch.no_grad(), trials.masked(model, [tuple(h) for h in json.loads(row.heads_removed)]):
+        for b in eval_loader(Encoded(ev, tok, 32), tok.pad_token_id, 64):
+            logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
+            correct += int((logits.argmax(-1) == b["labels"]).sum())
+    assert correct / len(ev) == pytest.approx(row.accuracy)
+
+
+def test_rebuilding_results_from_trial_outputs_gives_same_table(finished):
+    from orchestrator.storage import Store
+    sweep_dir, df = finished
+    rebuilt = results_frame(read_rows(Store(sweep_dir)))
+    pd.testing.assert_frame_equal(rebuilt.reset_index(drop=True), df.reset_index(drop=True))
+
+
+def test_status_reports_all_done(finished, capsys):
+    sweep_dir, _ = finished
+    assert cli.main(["status", str(sweep_dir), "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["stages"]["stage_a"]["done"] == SMALL_STAGE_A
+    assert r["stages"]["stage_b"]["done"] == SMALL_STAGE_B
+    assert r["errors"] == [] and r["results"].endswith("results.parquet")
+
+
+def test_rerun_reuses_finished_trials(finished):
+    """Running the same sweep again recomputes nothing (trial key = cache key)."""
+    sweep_dir, df = finished
+    before = {p.name: p.stat().st_mtime_ns for p in (sweep_dir / "trials").glob("*/result.json")}
+    rc = cli.main(["run", str(sweep_dir.parent.parent / "sweep.yaml"), "--storage", str(sweep_dir.parent),
+                   "--no-analysis"])
+    assert rc == 0
+    after = {p.name: p.stat().st_mtime_ns for p in (sweep_dir / "trials").glob("*/result.json")}
+    assert before == after
+    pd.testing.assert_frame_equal(pd.read_parquet(sweep_dir / "results.parquet"), df)
+
+
+def test_resume_after_stage_a(small_raw, write_sweep, tmp_path, ray_session, monkeypatch):
+    small_raw["name"] = "stopped"
+    small_raw["single_head_arch"] = False
+    path = write_sweep(small_raw)
+    monkeypatch.setenv("HEADSWEEP_STOP_AFTER", "stage_a")
+    assert cli.main(["run", str(path), "--storage", str(tmp_path / "sw"), "--no-analysis"]) == 0
+    sweep_dir = tmp_path / "sw" / "stopped"
+    partial = pd.read_parquet(sweep_dir / "results.parquet")
+    assert len(partial) == 2 and set(partial["stage"]) == {"A"}
+    stamps = {p.parent.name: p.stat().st_mtime_ns for p in (sweep_dir / "trials").glob("*/result.json")}
+    monkeypatch.delenv("HEADSWEEP_STOP_AFTER")
+    assert cli.main(["resume", str(sweep_dir), "--no-analysis"]) == 0
+    df = pd.read_parquet(sweep_dir / "results.parquet")
+    assert len(df) == 2 + 2 * 3 and df["trial_key"].is_unique
+    # the stage-A trials were not run again
+    for key, stamp in stamps.items():
+        assert (sweep_dir / "trials" / key / "result.json").stat().st_mtime_ns == stamp
+    assert (df[df["stage"] == "A"]["attempt"] == 1).all()
+
+
+def test_a_different_sweep_in_the_same_directory_is_refused(finished, small_raw, write_sweep, capsys):
+    sweep_dir, _ = finished
+    small_raw["seeds"] = [0, 1, 2]
+    path = write_sweep(small_raw, "changed.yaml")
+    before = sorted(os.listdir(sweep_dir))
+    assert cli.main(["run", str(path), "--storage", str(sweep_dir.parent), "--no-analysis"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "already holds a different sweep" in err[0]
+    assert sorted(os.listdir(sweep_dir)) == before
