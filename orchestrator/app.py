@@ -106,7 +106,8 @@ def start_ray(address: str | None, cpus: float, gpus: float) -> None:
         ray.init(address=address, log_to_driver=True)
     else:
         # The dashboard (when ray[default] is installed) listens on loopback only.
-        ray.init(num_cpus=int(cpus), num_gpus=int(gpus), dashboard_host="127.0.0.1",
+        # address="local": always a fresh instance, never another process's cluster.
+        ray.init(address="local", num_cpus=int(cpus), num_gpus=int(gpus), dashboard_host="127.0.0.1",
                  log_to_driver=False, configure_logging=True, logging_level="WARNING")
 
 

@@ -4,6 +4,7 @@ All run before anything is launched or written; each problem is one line (key an
 """
 from __future__ import annotations
 
+import difflib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,21 +56,31 @@ def model_heads(name: str, trust_remote_code: bool = False) -> Heads:
     if name.startswith(PRESET_PREFIX):
         preset = name[len(PRESET_PREFIX):]
         if preset not in PRESETS:
+            close = difflib.get_close_matches(preset, list(PRESETS), n=1)
+            hint = f"; did you mean '{PRESET_PREFIX}{close[0]}'?" if close else ""
             raise UserError("name", name, f"unknown preset; available: "
-                                          f"{', '.join(PRESET_PREFIX + k for k in PRESETS)}")
+                                          f"{', '.join(PRESET_PREFIX + k for k in PRESETS)}{hint}")
         cfg = PRESETS[preset][0](100, pad_token_id=0, bos_token_id=0, eos_token_id=0)
     else:
         from transformers import AutoConfig
         local = os.path.exists(os.path.expanduser(name))
         if not local and not hub_reachable() and name in KNOWN_HUB_HEADS:
             return Heads(*KNOWN_HUB_HEADS[name])  # offline: the published architecture
+        if not local and name.startswith((".", "/", "~")):
+            raise UserError("name", name, "no such model directory")
+        if local and os.path.isdir(os.path.expanduser(name)) and not os.path.exists(
+                os.path.join(os.path.expanduser(name), "config.json")):
+            raise UserError("name", name, "no config.json in this model directory (save the model "
+                                          "with save_pretrained)")
         try:
             kw = {} if local or hub_reachable() else {"local_files_only": True}
             cfg = AutoConfig.from_pretrained(os.path.expanduser(name), trust_remote_code=trust_remote_code, **kw)
         except Exception as e:  # hub/network/json errors all mean "cannot read this model"
             first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
             raise UserError("name", name, f"cannot read the model config ({first})")
-    return Heads(cfg.model_type, cfg.num_hidden_layers, cfg.num_attention_heads)
+    # Unsupported architectures may lack these names: check_models reports the architecture.
+    return Heads(getattr(cfg, "model_type", None) or type(cfg).__name__,
+                 getattr(cfg, "num_hidden_layers", None) or 0, getattr(cfg, "num_attention_heads", None) or 0)
 
 
 def check_models(sweep: Sweep, p: Problems) -> dict[str, Heads]:
@@ -103,15 +114,39 @@ def check_models(sweep: Sweep, p: Problems) -> dict[str, Heads]:
 
 
 def check_data(sweep: Sweep, p: Problems) -> None:
-    """Local and synthetic data are read and checked in full; hub data is checked when reachable."""
-    from trials.data import is_local_source, load_task
+    """Local and synthetic data are read and checked in full; hub data is checked when reachable.
+
+    Both splits are checked, so a problem in each is reported; the same problem in both (a
+    column name that neither file has) is one line.
+    """
+    from trials.data import is_local_source, read_split
     d = sweep.data
     if d.source != "synthetic" and not is_local_source(d.source):
         return _check_hub_data(d, p)
-    try:
-        load_task(d, sweep.importance.examples)
-    except UserError as e:
+    rows, found = {}, []
+    for which in ("train", "eval"):
+        try:
+            rows[which] = len(read_split(d, which))
+        except UserError as e:
+            if e.key == "data.source":  # the same for both splits
+                p.add(e.key, e.value, e.problem)
+                return
+            same = [f for f in found if (f.key, repr(f.value)) == (e.key, repr(e.value))]
+            if same:
+                same[0].problem += f" (data.{which} too)"
+            else:
+                found.append(e)
+        except Exception as e:  # a reader failing in a way data.py did not foresee: still one line
+            msg = str(e).strip().splitlines()[0][:160] if str(e).strip() else ""
+            found.append(UserError(f"data.{which}", d.train if which == "train" else d.eval,
+                                   f"cannot read this split ({type(e).__name__}: {msg})"))
+    for e in found:
         p.add(e.key, e.value, e.problem)
+    n_train = rows.get("train")
+    if n_train is not None and sweep.importance.examples >= n_train:
+        p.add("importance.examples", sweep.importance.examples,
+              f"must be smaller than the training split ({n_train} rows); importance examples are "
+              "held out of it")
 
 
 def _check_hub_data(d, p: Problems) -> None:

@@ -12,17 +12,56 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import time
 
 from orchestrator import app
+from trials.errors import UserError
 
 EXIT_OK, EXIT_TRIALS_FAILED, EXIT_USAGE = 0, 1, 2
 
 
+def _usage_problem(message: str) -> str:
+    """argparse's message as ``key: problem (got value)``."""
+    m = re.match(r"argument (\S+): invalid choice: '?([^' ]*)'? \(choose from (.*)\)$", message)
+    if m:
+        what = "command" if m.group(1) == "COMMAND" else "choice"
+        choices = m.group(3).replace("'", "")
+        return f"{m.group(1)}: unknown {what}; choose from {choices} (got {m.group(2)!r})"
+    m = re.match(r"argument (\S+?)(?:/\S+)?: expected one argument$", message)
+    if m:
+        return f"{m.group(1)}: needs a value (got nothing)"
+    m = re.match(r"argument (\S+?)(?:/\S+)?: ignored explicit argument (.*)$", message)
+    if m:
+        return f"{m.group(1)}: takes no value (got {m.group(2)})"
+    m = re.match(r"argument (\S+?)(?:/\S+)?: invalid \S+ value: (.*)$", message)
+    if m:
+        return f"{m.group(1)}: invalid value (got {m.group(2)})"
+    m = re.match(r"argument (\S+?)(?:/\S+)?: (.*)$", message)
+    if m:
+        return f"{m.group(1)}: {m.group(2)}"
+    m = re.match(r"the following arguments are required: (.*)$", message)
+    if m:
+        return f"{m.group(1)}: required argument missing (got nothing)"
+    m = re.match(r"unrecognized arguments: (.*)$", message)
+    if m:
+        return f"{m.group(1).split()[0]}: unrecognized argument (got {m.group(1)!r})"
+    return message
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one ``error: key: problem (got value)`` line after the usage line, exit 2."""
+
+    def error(self, message):
+        self.print_usage(sys.stderr)
+        print(f"error: {_usage_problem(message)}", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE)
+
+
 def _parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="headsweep", description="Attention-head importance and pruning "
-                                 "sweeps on Ray Tune, with significance-tested analysis.")
+    ap = _Parser(prog="headsweep", description="Attention-head importance and pruning "
+                 "sweeps on Ray Tune, with significance-tested analysis.")
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def nonneg(kind):
@@ -31,6 +70,8 @@ def _parser() -> argparse.ArgumentParser:
                 x = kind(v)
             except ValueError:
                 raise argparse.ArgumentTypeError(f"must be a number (got {v!r})")
+            if x != x or x in (float("inf"), float("-inf")):
+                raise argparse.ArgumentTypeError(f"must be a finite number (got {v!r})")
             if x < 0:
                 raise argparse.ArgumentTypeError(f"must be >= 0 (got {v!r})")
             return x
@@ -101,7 +142,10 @@ def _run(pl, args, restore: bool) -> int:
 
 
 def main(argv=None) -> int:
-    args = _parser().parse_args(argv)
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as e:  # usage errors (already printed) and --help: an exit code, as documented
+        return e.code if isinstance(e.code, int) else (EXIT_OK if e.code is None else EXIT_USAGE)
     try:
         if args.command == "validate":
             pl = app.plan(args.sweep)
@@ -131,6 +175,9 @@ def main(argv=None) -> int:
     except app.Refused as e:
         for line in e.lines:
             print(f"error: {line}", file=sys.stderr)
+        return EXIT_USAGE
+    except UserError as e:  # bad input found after validation (e.g. while reading a sweep directory)
+        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("headsweep: interrupted; continue with: headsweep resume SWEEP_DIR", file=sys.stderr)

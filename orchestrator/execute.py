@@ -25,7 +25,7 @@ CACHE = Path(os.environ.get("HEADSWEEP_CACHE", Path.home() / ".cache" / "headswe
 
 # ---------------------------------------------------------------------------- worker side
 
-def run_one(spec: FinetuneSpec | PruneSpec, store: Store) -> dict:
+def run_one(spec: FinetuneSpec | PruneSpec, store: Store, fault_rules: str = "") -> dict:
     """Run (or fetch the cached result of) one trial and publish its outputs. No Ray here."""
     d = trial_dir(spec.key)
     if store.exists(f"{d}/result.json"):
@@ -35,7 +35,7 @@ def run_one(spec: FinetuneSpec | PruneSpec, store: Store) -> dict:
     store.write_json(f"{d}/status.json", {"state": "running", "attempt": attempt, "pid": os.getpid(),
                                           "host": socket.gethostname(), "started": time.time()})
     try:
-        faults.maybe_inject(spec, store)
+        faults.maybe_inject(spec, store, fault_rules)
         with tempfile.TemporaryDirectory(prefix="headsweep-") as tmp:
             out = Path(tmp) / "out"
             if isinstance(spec, PruneSpec):
@@ -69,7 +69,7 @@ def trainable(config: dict, trials: dict) -> None:
     os.chdir(cwd if cwd and os.path.isdir(cwd) else os.environ.get("TUNE_ORIG_WORKING_DIR", os.getcwd()))
     torch.set_num_threads(max(1, int(trial["threads"])))
     _quiet_libraries()
-    row = run_one(from_dict(trial["spec"]), Store(trial["sweep"]))
+    row = run_one(from_dict(trial["spec"]), Store(trial["sweep"]), trial.get("faults", ""))
     tune.report({k: row[k] for k in METRICS} | {"trial_key": row["trial_key"]})
 
 
@@ -109,8 +109,8 @@ def run_stage(stage: str, specs: list, store: Store, resources: dict, max_failur
         return None
     threads = max(1, int(resources.get("cpu", 1)))
     # The grid is over trial keys only (short progress tables); specs travel via with_parameters.
-    trials = {s.key: {"spec": to_dict(s), "sweep": store.root, "threads": threads, "cwd": os.getcwd()}
-              for s in specs}
+    trials = {s.key: {"spec": to_dict(s), "sweep": store.root, "threads": threads, "cwd": os.getcwd(),
+                      "faults": faults.rules_from_env()} for s in specs}
     names = {s.key: trial_name(s) for s in specs}
     fn = tune.with_resources(tune.with_parameters(trainable, trials=trials), resources)
     path = store.uri(f"ray/{stage}")

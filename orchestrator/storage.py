@@ -59,9 +59,13 @@ class Store:
             dest = self.local / rel
             dest.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.")
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.replace(tmp, dest)
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    f.write(data)
+                os.replace(tmp, dest)
+            except BaseException:
+                os.unlink(tmp)  # a failed write leaves the old file, and no debris
+                raise
             return
         with self.fs.open_output_stream(self.path(rel)) as f:
             f.write(data)

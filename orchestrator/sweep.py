@@ -22,6 +22,18 @@ MODEL_KEYS = ("name", "label", "tokenizer", "trust_remote_code")
 RESOURCE_STAGES = ("finetune", "prune")
 TOP_KEYS = ("name", "models", "data", "importance", "finetune", "strategies", "k", "per_layer",
             "seeds", "single_head_arch", "resources", "storage", "max_failures", "trust_remote_code")
+# Common names for keys that spelling similarity alone would not find.
+ALIASES = {
+    "learning_rate": "lr", "learningrate": "lr", "lr_rate": "lr", "num_epochs": "epochs",
+    "num_train_epochs": "epochs", "n_epochs": "epochs", "epoch": "epochs", "bs": "batch_size",
+    "batch": "batch_size", "train_batch_size": "batch_size", "fp16": "mixed_precision",
+    "bf16": "mixed_precision", "precision": "mixed_precision", "model": "models",
+    "strategy": "strategies", "seed": "seeds", "K": "k", "ks": "k", "head_counts": "k",
+    "text": "text_column", "label": "label_column", "text_col": "text_column",
+    "label_col": "label_column", "dataset": "source", "path": "source", "validation": "eval",
+    "test": "eval", "gpus": "gpu", "cpus": "cpu", "num_gpus": "gpu", "num_cpus": "cpu",
+    "output_dir": "storage", "out_dir": "storage", "recovery": "recovery_epochs",
+}
 
 
 @dataclass(frozen=True)
@@ -87,23 +99,41 @@ class Problems:
         self.warnings: list[str] = []
 
     def add(self, key: str, value: Any, problem: str) -> None:
-        self.lines.append(f"{key}: {problem} (got {value!r})")
+        line = _one_line(f"{key}: {problem} (got {value!r})")
+        if line not in self.lines:  # the same problem found twice is still one problem
+            self.lines.append(line)
 
     def warn(self, key: str, value: Any, problem: str) -> None:
-        self.warnings.append(f"{key}: {problem} (got {value!r})")
+        line = _one_line(f"{key}: {problem} (got {value!r})")
+        if line not in self.warnings:
+            self.warnings.append(line)
 
     def __bool__(self):
         return bool(self.lines)
 
 
+def _one_line(text: str) -> str:
+    """Problems come from many libraries; whatever they say is shown on one line."""
+    return " ".join(text.split()) if "\n" in text or "\r" in text else text
+
+
 # ---------------------------------------------------------------------------- typed readers
 
-def _unknown_keys(d: dict, allowed, where: str, p: Problems) -> None:
+def _unknown_keys(d: dict, allowed, where: str, p: Problems) -> set[str]:
+    """One line per unknown key, with the closest known key; returns the keys suggested (a
+    misspelt key is one problem: the caller does not also report the intended key as missing)."""
+    allowed = [a for a in allowed if not str(a).startswith("_")]
+    suggested = set()
     for k in d:
         if k not in allowed:
-            close = difflib.get_close_matches(str(k), list(allowed), n=1, cutoff=0.6)
+            alias = ALIASES.get(str(k)) or ALIASES.get(str(k).lower())
+            close = [alias] if alias in allowed else difflib.get_close_matches(
+                str(k).lower(), list(allowed), n=1, cutoff=0.6)
             hint = f"; did you mean '{close[0]}'?" if close else f"; known keys: {', '.join(allowed)}"
+            if close:
+                suggested.add(close[0])
             p.add(f"{where}{k}", d[k], f"unknown key{hint}")
+    return suggested
 
 
 def _section(raw: dict, key: str, p: Problems) -> dict:
@@ -158,20 +188,31 @@ def _str(key, v, p, choices=None):
 
 # ---------------------------------------------------------------------------- sections
 
-def _models(raw, p: Problems, trust_default: bool) -> tuple[ModelSpec, ...]:
-    models = raw.get("models")
-    if not isinstance(models, list) or not models:
-        p.add("models", models, "must be a non-empty list of {name: ...}")
+def _models(raw, p: Problems, trust_default: bool, suggested: set) -> tuple[ModelSpec, ...]:
+    if "models" not in raw:
+        if "models" not in suggested:  # a misspelt 'models' was reported already
+            p.add("models", None, "missing; list the models to study, e.g. models: [{name: gpt2}]")
         return ()
-    out = []
+    models = raw["models"]
+    if isinstance(models, str) and models.strip():
+        models = [models]  # one model given by name, as k: 0.5 or seeds: 0 give one value
+    if not isinstance(models, list) or not models:
+        p.add("models", models, "must be a non-empty list of models, e.g. [{name: gpt2}]")
+        return ()
+    out, seen = [], {}
     for i, m in enumerate(models):
         key = f"models[{i}]"
         if isinstance(m, str):
             m = {"name": m}
         if not isinstance(m, dict):
-            p.add(key, m, "must be a mapping with a 'name'")
+            p.add(key, m, "must be a model name or a mapping with a 'name'")
             continue
-        _unknown_keys(m, MODEL_KEYS, f"{key}.", p)
+        hinted = _unknown_keys(m, MODEL_KEYS, f"{key}.", p)
+        if "name" not in m and "name" in hinted:
+            continue
+        if "name" not in m:
+            p.add(f"{key}.name", None, "missing; every model needs a name (hub id, directory or preset:)")
+            continue
         name = _str(f"{key}.name", m.get("name"), p)
         label = m.get("label") or (default_label(name) if name else None)
         if label is not None:
@@ -181,10 +222,12 @@ def _models(raw, p: Problems, trust_default: bool) -> tuple[ModelSpec, ...]:
             tok = _str(f"{key}.tokenizer", tok, p)
         trust = _bool(f"{key}.trust_remote_code", m.get("trust_remote_code", trust_default), p)
         if name and label:
+            if label in seen:
+                p.add(f"{key}.label", label, f"duplicate model label (models[{seen[label]}] has it too); "
+                                             "set 'label:' to tell the models apart")
+            else:
+                seen[label] = i
             out.append(ModelSpec(name=name, label=label, tokenizer=tok, trust_remote_code=bool(trust)))
-    labels = [m.label for m in out]
-    for lab in sorted({x for x in labels if labels.count(x) > 1}):
-        p.add("models[].label", lab, "labels must be unique (set 'label:' to tell models apart)")
     return tuple(out)
 
 
@@ -252,6 +295,8 @@ def _recovery(section: dict, p: Problems) -> tuple[float, ...]:
 
 def _strategies(raw, p) -> tuple[str, ...]:
     v = raw.get("strategies", list(STRATEGY_NAMES))
+    if isinstance(v, str) and v.strip():
+        v = [v]  # one strategy given by name
     if not isinstance(v, list) or not v:
         p.add("strategies", v, "must be a non-empty list")
         return ()
@@ -271,7 +316,10 @@ def _strategies(raw, p) -> tuple[str, ...]:
 def _ks(raw, p, strategies) -> tuple[int | float, ...]:
     v = raw.get("k", [0.1, 0.25, 0.5, 0.75])
     values = v if isinstance(v, list) else [v]
-    out = []
+    out, before = [], len(p.lines)
+    if not values:
+        p.add("k", v, "must list at least one K (an integer head count or a fraction in (0, 1))")
+        return ()
     for i, k in enumerate(values):
         key = f"k[{i}]" if isinstance(v, list) else "k"
         if isinstance(k, bool) or not isinstance(k, (int, float)):
@@ -286,7 +334,8 @@ def _ks(raw, p, strategies) -> tuple[int | float, ...]:
             p.add(key, k, "listed twice")
         else:
             out.append(k)
-    if any(s in strategies for s in ("top", "bottom", "random")) and not [k for k in out if k]:
+    if len(p.lines) == before and any(s in strategies for s in ("top", "bottom", "random")) \
+            and not [k for k in out if k]:
         p.add("k", v, "top/bottom/random need at least one K > 0")
     return tuple(out)
 
@@ -295,6 +344,9 @@ def _seeds(raw, p) -> tuple[int, ...]:
     v = raw.get("seeds", [0])
     values = v if isinstance(v, list) else [v]
     out = []
+    if not values:
+        p.add("seeds", v, "must list at least one seed")
+        return ()
     for i, s in enumerate(values):
         key = f"seeds[{i}]" if isinstance(v, list) else "seeds"
         if isinstance(s, bool) or not isinstance(s, int) or s < 0:
@@ -303,8 +355,6 @@ def _seeds(raw, p) -> tuple[int, ...]:
             p.add(key, s, "duplicate seed")
         else:
             out.append(s)
-    if not values:
-        p.add("seeds", v, "must list at least one seed")
     return tuple(out)
 
 
@@ -345,14 +395,15 @@ def _resources(raw, p) -> dict[str, Resources]:
 def parse(raw: Any, p: Problems) -> Sweep | None:
     """Structure and types only (no file system, no network). ``None`` if any problem."""
     if not isinstance(raw, dict):
-        p.add("(sweep file)", type(raw).__name__, "must be a YAML mapping of sweep keys")
+        p.add("(sweep file)", raw if raw is None else type(raw).__name__,
+              "must be a YAML mapping of sweep keys (name:, models:, data:, ...)")
         return None
-    _unknown_keys(raw, TOP_KEYS, "", p)
+    suggested = _unknown_keys(raw, TOP_KEYS, "", p)
     name = _str("name", raw.get("name", "sweep"), p)
     if name and not all(c.isalnum() or c in "-_." for c in name):
         p.add("name", name, "use letters, digits, '-', '_' and '.' only (it names a directory)")
     trust = _bool("trust_remote_code", raw.get("trust_remote_code", False), p)
-    models = _models(raw, p, bool(trust))
+    models = _models(raw, p, bool(trust), suggested)
     data = DataSpec(**_fields(DataSpec, _section(raw, "data", p), "data", p, DATA_RULES))
     importance = ImportanceSpec(**_fields(ImportanceSpec, _section(raw, "importance", p), "importance", p,
                                           IMPORTANCE_RULES))
@@ -378,14 +429,23 @@ def parse(raw: Any, p: Problems) -> Sweep | None:
 def load_yaml(path: str | os.PathLike, p: Problems) -> Any:
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as e:
         p.add("(sweep file)", str(path), f"cannot read ({e.strerror or e})")
         return None
+    except UnicodeDecodeError as e:
+        p.add("(sweep file)", str(path), f"not a text (UTF-8) file: byte {e.start} cannot be decoded")
+        return None
     try:
-        return yaml.safe_load(text)
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        p.add("(sweep file)", str(path), f"not valid YAML{where}: {getattr(e, 'problem', e)}")
+        p.add("(sweep file)", str(path), f"not valid YAML{where}: {getattr(e, 'problem', None) or e}")
         return None
+    if raw is None:
+        p.add("(sweep file)", str(path), "is empty; expected a mapping of sweep keys (name:, models:, ...)")
+    elif not isinstance(raw, dict):
+        p.add("(sweep file)", str(path), f"must be a YAML mapping of sweep keys (name:, models:, ...), "
+                                         f"not a {type(raw).__name__}")
+    return raw
