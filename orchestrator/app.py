@@ -16,7 +16,7 @@ from pathlib import Path
 
 from orchestrator import checks, grid
 from orchestrator.results import trial_state
-from orchestrator.storage import Store, is_uri
+from orchestrator.storage import Store, is_uri, join, parent_and_name
 from orchestrator.sweep import Problems, Sweep, load_yaml, parse
 
 EXIT_USAGE = 2
@@ -47,7 +47,7 @@ def demo_path() -> Path:
 
 def sweep_dir_of(sweep: Sweep, storage: str | None) -> str:
     base = storage or sweep.storage
-    return f"{base.rstrip('/')}/{sweep.name}" if is_uri(base) else str(Path(os.path.expanduser(base)) / sweep.name)
+    return join(base, sweep.name) if is_uri(base) else str(Path(os.path.expanduser(base)) / sweep.name)
 
 
 def plan(raw_or_path, *, storage: str | None = None, local: dict | None = None) -> Plan:
@@ -171,11 +171,23 @@ def load_spec(sweep_dir: str) -> Sweep:
 
 def resume_plan(sweep_dir: str, local: dict | None) -> Plan:
     sweep = load_spec(sweep_dir)
+    storage, name = parent_and_name(Store(sweep_dir).root)
+    return plan(sweep.to_yaml_dict() | {"name": name}, storage=storage, local=local)
+
+
+def local_copy(sweep_dir: str, to: str | None = None) -> str:
+    """The sweep directory itself, or (object stores) a local copy of everything but checkpoints."""
     store = Store(sweep_dir)
-    storage = store.root.rsplit("/", 1)[0] if is_uri(store.root) else str(Path(store.root).parent)
-    raw = sweep.to_yaml_dict() | {"name": Path(store.root).name if not is_uri(store.root) else
-                                  store.root.rsplit("/", 1)[1]}
-    return plan(raw, storage=storage, local=local)
+    if not store.exists("results.parquet") and not store.exists("spec.yaml"):
+        raise Refused([f"SWEEP_DIR: no results.parquet or spec.yaml in {sweep_dir}; is it a headsweep "
+                       f"sweep directory? (got {sweep_dir!r})"])
+    if store.local is not None:
+        return str(store.local)
+    dest = Path(to) if to else Path("sweeps") / parent_and_name(store.root)[1]
+    store.download(["spec.yaml", "grid.json", "results.parquet", "results.csv", "importance.parquet",
+                    "predictions"], dest)
+    print(f"headsweep: copied {store.root} (without checkpoints) to {dest}", file=sys.stderr)
+    return str(dest)
 
 
 # ---------------------------------------------------------------------------- status

@@ -19,6 +19,20 @@ def is_uri(path: str) -> bool:
     return "://" in str(path)
 
 
+def join(base: str, rel: str) -> str:
+    """``base/rel`` for paths and URIs; a URI's query (``?endpoint_override=...``) stays last."""
+    base, _, query = str(base).partition("?")
+    out = f"{base.rstrip('/')}/{rel}".rstrip("/") if rel else base.rstrip("/")
+    return f"{out}?{query}" if query else out
+
+
+def parent_and_name(root: str) -> tuple[str, str]:
+    """Split a sweep directory (path or URI) into its storage and its name."""
+    base, _, query = str(root).partition("?")
+    parent, _, name = base.rstrip("/").rpartition("/")
+    return (f"{parent}?{query}" if query else parent), name
+
+
 class Store:
     """Relative-path access to one sweep directory."""
 
@@ -27,7 +41,7 @@ class Store:
         if is_uri(root) and not root.startswith("file://"):
             self.fs, base = pafs.FileSystem.from_uri(root)
             self.local = None
-            self.root = root.rstrip("/")
+            self.root = join(root, "")
             self._base = base.rstrip("/")
         else:
             self.local = Path(os.path.expanduser(root.removeprefix("file://"))).absolute()
@@ -40,7 +54,7 @@ class Store:
         return f"{self._base}/{rel}".rstrip("/")
 
     def uri(self, rel: str = "") -> str:
-        return f"{self.root}/{rel}".rstrip("/")
+        return join(self.root, rel)
 
     # -- files
     def exists(self, rel: str) -> bool:
@@ -131,3 +145,20 @@ class Store:
             except OSError:  # another trial on this node finished the same download first
                 shutil.rmtree(tmp, ignore_errors=True)
         return dest
+
+    def download(self, rels: list[str], dest: Path) -> Path:
+        """Copy the named files/directories (those that exist) into a local directory."""
+        dest = Path(dest)
+        dest.mkdir(parents=True, exist_ok=True)
+        for rel in rels:
+            if not self.exists(rel):
+                continue
+            if self.fs.get_file_info(self.path(rel)).type == pafs.FileType.Directory:
+                (dest / rel).mkdir(parents=True, exist_ok=True)
+                pafs.copy_files(self.path(rel), str(dest / rel), source_filesystem=self.fs,
+                                destination_filesystem=pafs.LocalFileSystem())
+            else:
+                (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+                (dest / rel).write_bytes(self.read_bytes(rel))
+        return dest
+

@@ -10,6 +10,8 @@ Stage B writes ``result.json`` and ``predictions.parquet``. Files appear atomica
 from __future__ import annotations
 
 import argparse
+import copy
+import functools
 import json
 import os
 import sys
@@ -22,11 +24,11 @@ import torch
 from trials import provenance
 from trials.adapters import head_layout
 from trials.data import Encoded, eval_loader, load_task, read_split
-from trials.errors import UserError
+from trials.errors import UserError, registry_error
 from trials.gates import masked
-from trials.importance import head_importance, normalize_per_layer
+from trials.importance import IMPORTANCE_METHODS, normalize_per_layer
 from trials.models import load_model
-from trials.spec import FinetuneSpec, PruneSpec, from_dict, to_dict
+from trials.spec import DataSpec, FinetuneSpec, PruneSpec, from_dict, to_dict
 from trials.strategies import choose_heads
 from trials.train import accelerator_scope, evaluate, finetune
 
@@ -99,7 +101,10 @@ def run_finetune(spec: FinetuneSpec, out_dir: Path, progress: bool = False) -> d
         t0 = time.perf_counter()
         imp_batches = eval_loader(Encoded(task.importance, tok, max_len), tok.pad_token_id,
                                   spec.importance.batch_size)
-        raw = head_importance(model, imp_batches) if len(task.importance) else torch.zeros(
+        if spec.importance.method not in IMPORTANCE_METHODS:
+            raise registry_error("importance.method", spec.importance.method, IMPORTANCE_METHODS)
+        score = IMPORTANCE_METHODS[spec.importance.method]
+        raw = score(model, imp_batches) if len(task.importance) else torch.zeros(
             layout.n_layers, layout.n_heads)
         imp_seconds = time.perf_counter() - t0
         mixed = acc.mixed_precision
@@ -126,10 +131,8 @@ def run_finetune(spec: FinetuneSpec, out_dir: Path, progress: bool = False) -> d
 def load_scores(checkpoint_dir: Path, normalized: bool) -> torch.Tensor:
     imp = pd.read_parquet(Path(checkpoint_dir) / IMPORTANCE_FILE)
     col = "score" if normalized else "score_raw"
-    n_layers, n_heads = int(imp["layer"].max()) + 1, int(imp["head"].max()) + 1
-    grid = torch.zeros(n_layers, n_heads, dtype=torch.float64)
-    grid[imp["layer"].to_numpy(), imp["head"].to_numpy()] = torch.tensor(imp[col].to_numpy(), dtype=torch.float64)
-    return grid
+    grid = imp.pivot(index="layer", columns="head", values=col).sort_index().sort_index(axis=1)
+    return torch.tensor(grid.to_numpy(dtype="float64", copy=True))  # [n_layers, n_heads]
 
 
 def run_prune(spec: PruneSpec, checkpoint_dir: Path, out_dir: Path, progress: bool = False) -> dict:
@@ -139,7 +142,9 @@ def run_prune(spec: PruneSpec, checkpoint_dir: Path, out_dir: Path, progress: bo
     out_dir.mkdir(parents=True, exist_ok=True)
     ft = spec.finetune
     set_seed(ft.seed)
-    model, tok = load_model(str(checkpoint_dir), ft.data.num_labels)
+    model, tok = cached_checkpoint(str(checkpoint_dir), ft.data.num_labels)
+    if spec.recovery_epochs:
+        model = copy.deepcopy(model)  # recovery trains it; the cached copy must stay as saved
     layout = head_layout(model)
     scores = load_scores(checkpoint_dir, ft.importance.normalize_per_layer)
     removed = choose_heads(spec.strategy, scores, spec.k, per_layer=spec.per_layer, seed=ft.seed)
@@ -149,11 +154,10 @@ def run_prune(spec: PruneSpec, checkpoint_dir: Path, out_dir: Path, progress: bo
             task = load_task(ft.data, ft.importance.examples)
             extra = finetune(model, Encoded(task.train, tok, ft.data.max_length), tok.pad_token_id,
                              ft.train, acc, ft.seed, epochs=spec.recovery_epochs, progress=progress)
-            ev = task.eval
+            encoded = Encoded(task.eval, tok, ft.data.max_length)
         else:
-            ev = _eval_split(ft)
-        metrics, preds = evaluate(model, Encoded(ev, tok, ft.data.max_length), tok.pad_token_id, acc,
-                                  ft.train.eval_batch_size)
+            encoded = cached_eval_split(str(checkpoint_dir), ft.data)
+        metrics, preds = evaluate(model, encoded, tok.pad_token_id, acc, ft.train.eval_batch_size)
         extra["mixed_precision"] = acc.mixed_precision
     _write_parquet(preds, out_dir / "predictions.parquet")
     row = _row(spec, layout, removed, metrics, extra)
@@ -161,9 +165,32 @@ def run_prune(spec: PruneSpec, checkpoint_dir: Path, out_dir: Path, progress: bo
     return row
 
 
-def _eval_split(ft: FinetuneSpec) -> pd.DataFrame:
-    ev = read_split(ft.data, "eval")
-    return ev.iloc[: ft.data.eval_limit] if ft.data.eval_limit else ev
+# Stage-B trials of one checkpoint run back to back in a reused Ray worker: load the checkpoint and
+# tokenise the evaluation split once per worker. Trials cannot alter the cached model: masks are
+# hooks removed on exit, and recovery trains a copy. The key includes the checkpoint's mtime.
+
+@functools.lru_cache(maxsize=2)
+def _cached_checkpoint(path: str, mtime: float, num_labels: int):
+    return load_model(path, num_labels)
+
+
+def cached_checkpoint(path: str, num_labels: int):
+    return _cached_checkpoint(path, _mtime(path), num_labels)
+
+
+@functools.lru_cache(maxsize=2)
+def _cached_eval(path: str, mtime: float, data: DataSpec) -> Encoded:
+    _, tok = _cached_checkpoint(path, mtime, data.num_labels)
+    ev = read_split(data, "eval")
+    return Encoded(ev.iloc[: data.eval_limit] if data.eval_limit else ev, tok, data.max_length)
+
+
+def cached_eval_split(path: str, data: DataSpec) -> Encoded:
+    return _cached_eval(path, _mtime(path), data)
+
+
+def _mtime(path: str) -> float:
+    return os.stat(Path(path) / "config.json").st_mtime_ns
 
 
 def run_trial(trial: dict, progress: bool = False) -> dict:

@@ -73,6 +73,7 @@ class ImportanceSpec:
     examples: int = 2000            # held-out training examples used for importance
     normalize_per_layer: bool = True
     batch_size: int = 32
+    method: str = "gradient"        # a key of trials.importance.IMPORTANCE_METHODS
 
 
 @dataclass(frozen=True)

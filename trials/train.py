@@ -110,11 +110,14 @@ def finetune(model, data: Encoded, pad_id: int, spec: TrainSpec, accelerator, se
 def evaluate(model, data: Encoded, pad_id: int, accelerator, batch_size: int = 128) -> tuple[dict, pd.DataFrame]:
     """Accuracy, macro F1, mean loss, and per-example predictions (in example_id order)."""
     loader = accelerator.prepare(eval_loader(data, pad_id, batch_size))
-    model.eval()
+    # Not prepare(model): that would patch the model's forward in place (autocast), and stage B
+    # reuses one loaded checkpoint across trials. Move it and autocast here instead.
+    model.to(accelerator.device).eval()
     t0 = time.perf_counter()
     logits_all, labels_all, ids_all = [], [], []
     for batch in loader:
-        logits = model(**model_inputs(batch)).logits.float()             # [batch, labels]
+        with accelerator.autocast():
+            logits = model(**model_inputs(batch)).logits.float()         # [batch, labels]
         logits, labels, ids = accelerator.gather_for_metrics((logits, batch["labels"], batch["example_id"]))
         logits_all.append(logits.cpu()), labels_all.append(labels.cpu()), ids_all.append(ids.cpu())
     logits, labels, ids = torch.cat(logits_all), torch.cat(labels_all), torch.cat(ids_all)

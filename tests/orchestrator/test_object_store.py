@@ -1,0 +1,84 @@
+"""A whole sweep stored on S3 (a local moto server): stage B loads checkpoints from the bucket."""
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from orchestrator.storage import Store, join, parent_and_name
+
+moto_server = pytest.importorskip("moto.server", reason="moto[server] (dev extra) not installed")
+pytestmark = pytest.mark.integration
+REPO = Path(__file__).resolve().parents[2]
+CREDS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+@pytest.fixture(scope="module")
+def bucket():
+    import logging
+
+    import boto3
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one log line per request otherwise
+    srv = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    srv.start()
+    host, port = srv.get_host_and_port()
+    old = {k: os.environ.get(k) for k in CREDS}
+    os.environ.update(CREDS)
+    boto3.client("s3", endpoint_url=f"http://{host}:{port}").create_bucket(Bucket="sweeps")
+    yield f"s3://sweeps/runs?endpoint_override={host}:{port}&scheme=http&region=us-east-1"
+    for k, v in old.items():
+        os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+    srv.stop()
+
+
+def test_uri_join_keeps_the_query_last():
+    uri = "s3://b/p?endpoint_override=h:1&scheme=http"
+    assert join(uri, "demo") == "s3://b/p/demo?endpoint_override=h:1&scheme=http"
+    assert parent_and_name(join(uri, "demo")) == (uri, "demo")
+    assert join("/tmp/x/", "a/b") == "/tmp/x/a/b"
+
+
+def test_store_round_trip(bucket, tmp_path):
+    store = Store(join(bucket, "unit"))
+    store.write_json("trials/k/result.json", {"a": 1})
+    assert store.exists("trials/k/result.json") and store.read_json("trials/k/result.json") == {"a": 1}
+    assert store.listdir("trials") == ["k"]
+    (tmp_path / "ckpt").mkdir()
+    (tmp_path / "ckpt" / "config.json").write_text("{}")
+    store.put_dir(tmp_path / "ckpt", "checkpoints/m__seed0")
+    got = store.get_dir("checkpoints/m__seed0", tmp_path / "cache" / "m0")
+    assert (got / "config.json").read_text() == "{}"
+
+
+def test_sweep_on_s3(bucket, small_raw, write_sweep, tmp_path):
+    small_raw.update(name="on-s3", seeds=[0], single_head_arch=False)
+    env = dict(os.environ, PYTHONPATH=str(REPO), HEADSWEEP_CACHE=str(tmp_path / "cache"), **CREDS)
+    run = subprocess.run([sys.executable, "-m", "orchestrator", "run", str(write_sweep(small_raw)),
+                          "--storage", bucket, "--no-analysis", "--cpus", "2"],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    store = Store(join(bucket, "on-s3"))
+    df = pd.read_parquet(io.BytesIO(store.read_bytes("results.parquet")))
+    assert len(df) == 1 + 3 and df["trial_key"].is_unique
+    assert store.exists("checkpoints/tiny__seed0/model.safetensors")
+    assert all(store.exists(f"predictions/{k}.parquet") for k in df["trial_key"])
+    # stage B read the checkpoint from the bucket into the node's cache
+    stage_a_key = df[df["stage"] == "A"]["trial_key"].iloc[0]
+    assert (tmp_path / "cache" / "checkpoints" / stage_a_key / "model.safetensors").exists()
+    assert store.exists("ray/stage_a") and store.exists("ray/stage_b")
+
+    status = subprocess.run([sys.executable, "-m", "orchestrator", "status", join(bucket, "on-s3"), "--json"],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert status.returncode == 0, status.stderr[-2000:]
+    assert json.loads(status.stdout)["stages"]["stage_b"]["done"] == 3
+
+    local = tmp_path / "copy"
+    an = subprocess.run([sys.executable, "-m", "orchestrator", "analyze", join(bucket, "on-s3"), "--to",
+                         str(local), "--no-execute"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                        timeout=300)
+    assert an.returncode == 0, an.stderr[-2000:]
+    assert (local / "analysis" / "report.md").exists() and not (local / "checkpoints").exists()
