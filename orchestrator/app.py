@@ -62,6 +62,7 @@ def plan(raw_or_path, *, storage: str | None = None, local: dict | None = None) 
     if sweep is None:
         raise Refused(p.lines)
     heads = checks.check_models(sweep, p)
+    checks.check_importance(sweep, p)
     checks.check_data(sweep, p)
     checks.check_storage(storage or sweep.storage, p, key="--storage" if storage else "storage")
     if local is not None:
@@ -163,7 +164,12 @@ def load_spec(sweep_dir: str) -> Sweep:
                        f"(got {sweep_dir!r})"])
     p = Problems()
     import yaml
-    sweep = parse(yaml.safe_load(store.read_bytes("spec.yaml")), p)
+    try:
+        raw = yaml.safe_load(store.read_bytes("spec.yaml"))
+    except (yaml.YAMLError, UnicodeDecodeError, OSError) as e:
+        raise Refused([f"SWEEP_DIR/spec.yaml: unreadable ({type(e).__name__}); the sweep directory is "
+                       f"damaged (got {sweep_dir!r})"])
+    sweep = parse(raw, p)
     if sweep is None:
         raise Refused([f"SWEEP_DIR/spec.yaml: {line}" for line in p.lines])
     return sweep
@@ -211,7 +217,12 @@ def status(sweep_dir: str) -> dict:
     if not store.exists("grid.json"):
         raise Refused([f"SWEEP_DIR: no grid.json in {sweep_dir}; is it a headsweep sweep directory? "
                        f"(got {sweep_dir!r})"])
-    g = store.read_json("grid.json")
+    try:
+        g = store.read_json("grid.json")
+        g["stage_a"], g["stage_b"]
+    except (ValueError, KeyError, TypeError, OSError) as e:
+        raise Refused([f"SWEEP_DIR/grid.json: unreadable ({type(e).__name__}); the sweep directory is "
+                       f"damaged (got {sweep_dir!r})"])
     alive = driver_alive(store)
     done_a = set()
     report = {"sweep_dir": store.root, "driver_running": alive, "stages": {}, "errors": []}

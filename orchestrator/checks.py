@@ -9,7 +9,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from orchestrator.sweep import Problems, Sweep
+from orchestrator.sweep import STORAGE_SCHEMES, UNSUPPORTED_SCHEME, Problems, Sweep
 from trials.errors import UserError
 
 # Used only when the hub cannot be reached (offline validation): published architectures.
@@ -113,6 +113,13 @@ def check_models(sweep: Sweep, p: Problems) -> dict[str, Heads]:
     return heads
 
 
+def check_importance(sweep: Sweep, p: Problems) -> None:
+    from trials.importance import IMPORTANCE_METHODS
+    if sweep.importance.method not in IMPORTANCE_METHODS:
+        p.add("importance.method", sweep.importance.method,
+              f"unknown importance method; available: {', '.join(sorted(IMPORTANCE_METHODS))}")
+
+
 def check_data(sweep: Sweep, p: Problems) -> None:
     """Local and synthetic data are read and checked in full; hub data is checked when reachable.
 
@@ -173,8 +180,8 @@ def check_storage(storage: str, p: Problems, key: str = "storage") -> None:
     """A local storage path must be (creatable and) writable; object stores need their scheme."""
     if "://" in storage:
         scheme = storage.split("://", 1)[0]
-        if scheme not in ("s3", "gs", "gcs", "file", "hdfs"):
-            p.add(key, storage, "unsupported scheme; use a local path, s3://, gs:// or file://")
+        if scheme not in STORAGE_SCHEMES:
+            p.add(key, storage, UNSUPPORTED_SCHEME)
         return
     path = Path(os.path.expanduser(storage)).absolute()
     probe = path

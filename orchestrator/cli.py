@@ -102,6 +102,8 @@ def _parser() -> argparse.ArgumentParser:
     an = sub.add_parser("analyze", help="statistics, figures, executed notebook and report")
     an.add_argument("sweep_dir")
     an.add_argument("--no-execute", action="store_true", help="write the notebook without executing it")
+    an.add_argument("--to", help="for s3:// or gs:// sweeps: local directory for the copy "
+                                 "(default ./sweeps/<name>)")
     return ap
 
 
@@ -167,8 +169,8 @@ def main(argv=None) -> int:
             print(app.json_dumps(r) if args.json else app.format_status(r))
             return EXIT_OK
         if args.command == "analyze":
-            app.load_spec(args.sweep_dir) if not os.path.exists(os.path.join(args.sweep_dir, "results.parquet")) else None
-            paths = _analyze(args.sweep_dir, execute=not args.no_execute)
+            sweep_dir = app.local_copy(args.sweep_dir, args.to)
+            paths = _analyze(sweep_dir, execute=not args.no_execute)
             for k, v in paths.items():
                 print(f"{k}: {v}")
             return EXIT_OK

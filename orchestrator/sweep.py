@@ -22,6 +22,8 @@ MODEL_KEYS = ("name", "label", "tokenizer", "trust_remote_code")
 RESOURCE_STAGES = ("finetune", "prune")
 TOP_KEYS = ("name", "models", "data", "importance", "finetune", "strategies", "k", "per_layer",
             "seeds", "single_head_arch", "resources", "storage", "max_failures", "trust_remote_code")
+STORAGE_SCHEMES = ("s3", "gs", "gcs", "file", "hdfs")
+UNSUPPORTED_SCHEME = "unsupported scheme; use a local path, s3://, gs:// or file://"
 # Common names for keys that spelling similarity alone would not find.
 ALIASES = {
     "learning_rate": "lr", "learningrate": "lr", "lr_rate": "lr", "num_epochs": "epochs",
@@ -417,6 +419,8 @@ def parse(raw: Any, p: Problems) -> Sweep | None:
     sha = _single_head_arch(raw, p)
     resources = _resources(raw, p)
     storage = _str("storage", raw.get("storage", "./sweeps"), p)
+    if storage and "://" in storage and storage.split("://", 1)[0] not in STORAGE_SCHEMES:
+        p.add("storage", storage, UNSUPPORTED_SCHEME)  # static: reported with the other file problems
     max_failures = _number("max_failures", raw.get("max_failures", 2), p, integer=True, lo=0)
     if p:
         return None

@@ -6,20 +6,33 @@
         logits = model(**batch).logits
     scores = trials.head_importance(model, batches)  # [n_layers, n_heads], raw
     trials.prune_heads(model, [(0, 3), (5, 11)])     # physical removal, same logits
-"""
-from trials.adapters import ADAPTERS, HeadLayout, head_layout
-from trials.errors import UserError
-from trials.gates import gated, masked, multi_masked, repeat_batch
-from trials.importance import IMPORTANCE_METHODS, head_importance, normalize_per_layer
-from trials.models import PRESETS, load_model, to_single_head
-from trials.prune import count_parameters, prune_heads
-from trials.strategies import STRATEGIES, choose_heads, resolve_k
-from trials.spec import DataSpec, FinetuneSpec, ImportanceSpec, ModelSpec, PruneSpec, TrainSpec
 
-__all__ = [
-    "ADAPTERS", "HeadLayout", "head_layout", "UserError", "gated", "masked", "multi_masked",
-    "repeat_batch", "IMPORTANCE_METHODS", "head_importance", "normalize_per_layer", "PRESETS",
-    "load_model", "to_single_head", "count_parameters", "prune_heads", "STRATEGIES",
-    "choose_heads", "resolve_k", "DataSpec", "FinetuneSpec", "ImportanceSpec", "ModelSpec",
-    "PruneSpec", "TrainSpec",
-]
+Names load lazily (PEP 562), so ``import trials.spec`` — all the CLI needs to read a sweep file —
+does not pay for importing torch and transformers.
+"""
+import importlib
+
+_EXPORTS = {
+    "trials.adapters": ("ADAPTERS", "HeadLayout", "head_layout"),
+    "trials.errors": ("UserError",),
+    "trials.gates": ("gated", "masked", "multi_masked", "repeat_batch"),
+    "trials.importance": ("IMPORTANCE_METHODS", "head_importance", "normalize_per_layer"),
+    "trials.models": ("PRESETS", "load_model", "to_single_head"),
+    "trials.prune": ("count_parameters", "prune_heads"),
+    "trials.strategies": ("STRATEGIES", "choose_heads", "resolve_k"),
+    "trials.spec": ("DataSpec", "FinetuneSpec", "ImportanceSpec", "ModelSpec", "PruneSpec", "TrainSpec"),
+}
+_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name):
+    if name not in _WHERE:
+        raise AttributeError(f"module 'trials' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_WHERE[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return __all__

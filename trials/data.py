@@ -57,9 +57,15 @@ def _local_split(spec: DataSpec, split: str, key: str) -> Path:
                                         "split as a file path")
         return path
     else:
+        if not any(f.suffix.lower() in READERS for f in src.iterdir() if f.is_file()):
+            raise UserError("data.source", spec.source, "this directory holds no .tsv/.csv/.jsonl/.parquet "
+                                                        f"files (expected {spec.train}.tsv and {spec.eval}.tsv, "
+                                                        "or the names given by data.train / data.eval)")
         found = [src / f"{split}{ext}" for ext in READERS if (src / f"{split}{ext}").exists()]
         if not found:
-            raise UserError(key, split, f"no {split}.tsv/.csv/.jsonl/.parquet in {src}")
+            have = sorted(f.name for f in src.iterdir() if f.suffix.lower() in READERS)
+            raise UserError(key, split, f"no {split}.tsv/.csv/.jsonl/.parquet in {src} (it has: "
+                                        f"{', '.join(have[:5])})")
         path = found[0]
     if not path.exists():
         raise UserError(key, str(path), "no such file")
@@ -70,10 +76,13 @@ def _read_local(path: Path, key: str) -> pd.DataFrame:
     reader = READERS.get(path.suffix.lower())
     if reader is None:
         raise UserError(key, str(path), f"unsupported file type; use one of {', '.join(READERS)}")
+    if path.is_dir():
+        raise UserError(key, str(path), "is a directory, not a data file")
     try:
         return reader(path)
     except Exception as e:  # pandas/pyarrow raise many kinds; the user needs one line
-        raise UserError(key, str(path), f"cannot read file ({type(e).__name__}: {str(e)[:120]})")
+        msg = str(e).strip().splitlines()[0][:120] if str(e).strip() else "no details"
+        raise UserError(key, str(path), f"cannot read file ({type(e).__name__}: {msg})")
 
 
 def _read_hub(spec: DataSpec, split: str, key: str) -> pd.DataFrame:
@@ -108,6 +117,12 @@ def read_split(spec: DataSpec, which: str) -> pd.DataFrame:
     return check_columns(raw, spec, key, spec.num_labels)
 
 
+def _plain(v):
+    """A cell as the user wrote it: 1 rather than np.float64(1.0) in messages."""
+    v = v.item() if isinstance(v, np.generic) else v
+    return int(v) if isinstance(v, float) and v.is_integer() else v
+
+
 def check_columns(raw: pd.DataFrame, spec: DataSpec, key: str, num_labels: int = 2) -> pd.DataFrame:
     """Validate and normalise one split; every problem is a one-line ``UserError``."""
     text_col = "sentence" if spec.source == "synthetic" else spec.text_column
@@ -116,29 +131,36 @@ def check_columns(raw: pd.DataFrame, spec: DataSpec, key: str, num_labels: int =
         if col not in raw.columns:
             raise UserError(k, col, f"column missing in {key}; columns are {list(raw.columns)}")
     if len(raw) == 0:
-        raise UserError(key, spec.train if key == "data.train" else spec.eval, "split is empty")
+        raise UserError(key, spec.train if key == "data.train" else spec.eval, "split is empty (no rows)")
     df = pd.DataFrame({"example_id": np.arange(len(raw)), "text": raw[text_col], "label": raw[label_col]})
     text = df["text"].astype("string")
     bad = df["label"].isna() | text.isna() | (text.str.strip() == "")
     if bad.any():
         if not spec.drop_invalid:
             first = df[bad].iloc[0]
-            raise UserError(key, f"row {int(first.example_id)}: {first.text!r} / {first.label!r}",
-                            f"{int(bad.sum())} rows with empty text or missing label; fix them "
-                            "or set data.drop_invalid: true")
+            shown = {c: (None if pd.isna(first[c]) else _plain(first[c])) for c in ("text", "label")}
+            raise UserError(key, f"row {int(first.example_id)}: text={shown['text']!r}, label={shown['label']!r}",
+                            f"{int(bad.sum())} rows with empty text or a missing label (of {len(df)}; "
+                            "the first is shown); fix them or set data.drop_invalid: true")
         df = df[~bad]
         if len(df) == 0:
-            raise UserError(key, "all rows", "every row has empty text or a missing label")
-    labels = pd.to_numeric(df["label"], errors="coerce")
-    if labels.isna().any() or not (labels == labels.round()).all():
-        example = df["label"][labels.isna() | (labels != labels.round())].iloc[0]
+            raise UserError(key, f"{int(bad.sum())} rows", "every row has empty text or a missing label")
+    try:
+        labels = pd.to_numeric(df["label"], errors="coerce")
+    except (TypeError, ValueError):  # lists, dicts...: not numbers either
+        labels = pd.Series(np.nan, index=df.index)
+    not_int = labels.isna() | (labels != labels.round())
+    if not_int.any():
+        example = _plain(df["label"][not_int].iloc[0])
         raise UserError("data.label_column", f"{label_col}={example!r}",
-                        "labels must be integers 0..num_labels-1")
+                        f"labels must be integers 0..{num_labels - 1} in {key}; {int(not_int.sum())} "
+                        "rows are not (map text labels to numbers first)")
     labels = labels.astype(int)
-    out_of_range = sorted(set(labels.unique()) - set(range(num_labels)))
+    out_of_range = sorted(int(x) for x in set(labels.unique()) - set(range(num_labels)))
     if out_of_range:
         raise UserError("data.label_column", f"{label_col}={out_of_range[:5]}",
-                        f"labels must be in 0..{num_labels - 1} (a {num_labels}-class task)")
+                        f"labels must be in 0..{num_labels - 1} (a {num_labels}-class task) in {key}; "
+                        "set data.num_labels for more classes")
     return df.assign(text=df["text"].astype(str), label=labels).reset_index(drop=True)
 
 

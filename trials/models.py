@@ -48,6 +48,11 @@ PRESETS = {
     "tiny-distilbert": (_distilbert_config, "bert"),
     "tiny-bert": (_bert_config, "bert"),
 }
+# Tokenizer class for a preset's ``tokenizer=`` directory that holds only vocab files (e.g. a bare
+# BERT vocab.txt): with no tokenizer_config.json / tokenizer.json / config.json there,
+# AutoTokenizer cannot tell which class to build.
+PRESET_TOKENIZERS = {"tiny-gpt2": "GPT2Tokenizer", "tiny-distilbert": "DistilBertTokenizer",
+                     "tiny-bert": "BertTokenizer"}
 
 
 # ---------------------------------------------------------------------------- tokenizers
@@ -82,9 +87,13 @@ def word_tokenizer(texts: Iterable[str], style: str, max_vocab: int = 20000):
                                    eos_token=eos, bos_token=eos)
 
 
-def _load_tokenizer(path: str, trust_remote_code: bool):
-    from transformers import AutoTokenizer
-    return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+def _load_tokenizer(path: str, trust_remote_code: bool, vocab_only_class: str | None = None):
+    import transformers
+    described = ("tokenizer_config.json", "tokenizer.json", "config.json")
+    if vocab_only_class and os.path.isdir(path) and not any(
+            os.path.exists(os.path.join(path, f)) for f in described):
+        return getattr(transformers, vocab_only_class).from_pretrained(path)
+    return transformers.AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
 
 
 def _fix_padding(model, tokenizer) -> None:
@@ -126,7 +135,7 @@ def _load_preset(preset: str, num_labels: int, tokenizer: str | None, texts):
         raise registry_error("preset", PRESET_PREFIX + preset, [PRESET_PREFIX + p for p in PRESETS])
     build, style = PRESETS[preset]
     if tokenizer:
-        tok = _load_tokenizer(tokenizer, False)
+        tok = _load_tokenizer(tokenizer, False, PRESET_TOKENIZERS[preset])
     else:
         if texts is None:
             from trials.synthetic import synthetic_sentiment
