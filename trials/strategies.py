@@ -32,9 +32,9 @@ def resolve_k(k, n_layers: int, n_heads: int, per_layer: bool = False) -> int:
     where = "per layer" if per_layer else "in the model"
     if isinstance(k, bool) or not isinstance(k, (int, float, np.integer, np.floating)):
         raise UserError("k", k, "must be an integer head count or a fraction in (0, 1)")
-    if isinstance(k, (float, np.floating)) and not float(k).is_integer():
+    if isinstance(k, (float, np.floating)):  # floats are fractions, never counts (1.0 is an error)
         if not 0.0 < k < 1.0:
-            raise UserError("k", k, "a fractional K must lie in (0, 1)")
+            raise UserError("k", k, "a fractional K must lie in (0, 1); write head counts as integers")
         return max(1, math.floor(k * pool + 0.5))
     k = int(k)
     if not 0 <= k <= pool:
