@@ -17,7 +17,8 @@ from pathlib import Path
 from orchestrator import checks, grid
 from orchestrator.results import trial_state
 from orchestrator.storage import Store, is_uri, join, parent_and_name
-from orchestrator.sweep import Problems, Sweep, load_yaml, parse
+from orchestrator.readers import Problems, load_yaml
+from orchestrator.sweep import Sweep, parse
 
 EXIT_USAGE = 2
 DEMO = "demo.yaml"

@@ -47,7 +47,7 @@ class HeadLayout:
 
 def head_layout(model: nn.Module) -> HeadLayout:
     """Layer/head counts of a supported model; raises (listing supported types) for others."""
-    ad = adapter_for(model)
+    adapter_for(model)  # raises, listing the supported architectures
     cfg = model.config
     n_layers, n_heads = cfg.num_hidden_layers, cfg.num_attention_heads
     present = getattr(model, "headsweep_present_heads", None)

@@ -10,7 +10,8 @@ import os
 import pytest
 
 from orchestrator import checks
-from orchestrator.sweep import Problems, parse
+from orchestrator.readers import Problems
+from orchestrator.sweep import parse
 
 from .test_validate import (assert_refused, base, error_lines, offline_and_no_ray,  # noqa: F401 (fixture)
                             run_cli, write)

@@ -1,0 +1,168 @@
+"""Typed readers for YAML sections: every problem becomes one line, ``key: problem (got value)``.
+
+Generic pieces of the sweep-file parser (orchestrator/sweep.py holds the schema itself).
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+# Common names for keys that spelling similarity alone would not find.
+ALIASES = {
+    "learning_rate": "lr", "learningrate": "lr", "lr_rate": "lr", "num_epochs": "epochs",
+    "num_train_epochs": "epochs", "n_epochs": "epochs", "epoch": "epochs", "bs": "batch_size",
+    "batch": "batch_size", "train_batch_size": "batch_size", "fp16": "mixed_precision",
+    "bf16": "mixed_precision", "precision": "mixed_precision", "model": "models",
+    "strategy": "strategies", "seed": "seeds", "K": "k", "ks": "k", "head_counts": "k",
+    "text": "text_column", "label": "label_column", "text_col": "text_column",
+    "label_col": "label_column", "dataset": "source", "path": "source", "validation": "eval",
+    "test": "eval", "gpus": "gpu", "cpus": "cpu", "num_gpus": "gpu", "num_cpus": "cpu",
+    "output_dir": "storage", "out_dir": "storage", "recovery": "recovery_epochs",
+}
+
+
+class Problems:
+    """Collects one-line problems; ``key: problem (got value)``."""
+
+    def __init__(self):
+        self.lines: list[str] = []
+        self.warnings: list[str] = []
+
+    def add(self, key: str, value: Any, problem: str) -> None:
+        line = one_line(f"{key}: {problem} (got {value!r})")
+        if line not in self.lines:  # the same problem found twice is still one problem
+            self.lines.append(line)
+
+    def warn(self, key: str, value: Any, problem: str) -> None:
+        line = one_line(f"{key}: {problem} (got {value!r})")
+        if line not in self.warnings:
+            self.warnings.append(line)
+
+    def __bool__(self):
+        return bool(self.lines)
+
+
+def one_line(text: str) -> str:
+    """Problems come from many libraries; whatever they say is shown on one line."""
+    return " ".join(text.split()) if "\n" in text or "\r" in text else text
+
+
+# ---------------------------------------------------------------------------- typed readers
+
+def unknown_keys(d: dict, allowed, where: str, p: Problems) -> set[str]:
+    """One line per unknown key, with the closest known key; returns the keys suggested (a
+    misspelt key is one problem: the caller does not also report the intended key as missing)."""
+    allowed = [a for a in allowed if not str(a).startswith("_")]
+    suggested = set()
+    for k in d:
+        if k not in allowed:
+            alias = ALIASES.get(str(k)) or ALIASES.get(str(k).lower())
+            close = [alias] if alias in allowed else difflib.get_close_matches(
+                str(k).lower(), list(allowed), n=1, cutoff=0.6)
+            hint = f"; did you mean '{close[0]}'?" if close else f"; known keys: {', '.join(allowed)}"
+            if close:
+                suggested.add(close[0])
+            p.add(f"{where}{k}", d[k], f"unknown key{hint}")
+    return suggested
+
+
+def section(raw: dict, key: str, p: Problems) -> dict:
+    v = raw.get(key, {})
+    if v is None:
+        return {}
+    if not isinstance(v, dict):
+        p.add(key, v, "must be a mapping")
+        return {}
+    return v
+
+
+def number(key, v, p, *, integer=False, lo=None, hi=None, lo_open=False, allow_none=False):
+    """A number in range, or None after recording a problem. YAML reads ``2e-5`` as a string,
+    so numeric strings are accepted for real-valued keys."""
+    if v is None and allow_none:
+        return None
+    if isinstance(v, str) and not integer:
+        try:
+            v = float(v)
+        except ValueError:
+            pass
+    ok_type = isinstance(v, int) if integer else isinstance(v, (int, float))
+    if isinstance(v, bool) or not ok_type or (isinstance(v, float) and not math.isfinite(v)):
+        p.add(key, v, "must be an integer" if integer else "must be a number")
+        return None
+    if lo is not None and (v <= lo if lo_open else v < lo):
+        p.add(key, v, f"must be {'>' if lo_open else '>='} {lo}")
+        return None
+    if hi is not None and v > hi:
+        p.add(key, v, f"must be <= {hi}")
+        return None
+    return v
+
+
+def boolean(key, v, p):
+    if not isinstance(v, bool):
+        p.add(key, v, "must be true or false")
+        return None
+    return v
+
+
+def string(key, v, p, choices=None):
+    if not isinstance(v, str) or not v.strip():
+        p.add(key, v, "must be a non-empty string")
+        return None
+    if choices and v not in choices:
+        p.add(key, v, f"must be one of {', '.join(choices)}")
+        return None
+    return v
+
+
+def read_fields(cls, section: dict, where: str, p: Problems, rules: dict) -> dict:
+    """Read a dataclass section with per-field rules: (kind, kwargs)."""
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown_keys(section, names + list(rules.get("_extra", ())), f"{where}.", p)
+    out = {}
+    for name in names:
+        if name not in section:
+            continue
+        v, key = section[name], f"{where}.{name}"
+        kind, kw = rules.get(name, ("str", {}))
+        if kind == "num":
+            v = number(key, v, p, **kw)
+        elif kind == "bool":
+            v = boolean(key, v, p)
+        else:
+            v = string(key, v, p, **kw) if not (v is None and kw.get("allow_none")) else None
+        if v is not None or rules.get(name, ("", {}))[1].get("allow_none"):
+            out[name] = v
+    return out
+
+
+def load_yaml(path: str | os.PathLike, p: Problems) -> Any:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        p.add("(sweep file)", str(path), f"cannot read ({e.strerror or e})")
+        return None
+    except UnicodeDecodeError as e:
+        p.add("(sweep file)", str(path), f"not a text (UTF-8) file: byte {e.start} cannot be decoded")
+        return None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        p.add("(sweep file)", str(path), f"not valid YAML{where}: {getattr(e, 'problem', None) or e}")
+        return None
+    if raw is None:
+        p.add("(sweep file)", str(path), "is empty; expected a mapping of sweep keys (name:, models:, ...)")
+    elif not isinstance(raw, dict):
+        p.add("(sweep file)", str(path), f"must be a YAML mapping of sweep keys (name:, models:, ...), "
+                                         f"not a {type(raw).__name__}")
+    return raw
