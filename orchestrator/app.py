@@ -132,8 +132,8 @@ def execute(pl: Plan, *, address: str | None, cpus: float, gpus: float, restore:
         print(f"headsweep: stage A — {len(pl.stage_a)} fine-tunes (one per model variant and seed)", file=out)
         run_stage("stage_a", pl.stage_a, store, sweep.resources["finetune"].as_ray(), sweep.max_failures, restore)
         err_a = finalize_errors(store, pl.stage_a)
+        publish_tables(store)  # stage-A rows and importance.parquet, readable while stage B runs
         if os.environ.get("HEADSWEEP_STOP_AFTER") == "stage_a":
-            publish_tables(store)
             return {"errored": len(err_a), "skipped": len(pl.stage_b), "trials": len(pl.stage_a),
                     "stopped": True}
         ready = {s.key for s in pl.stage_a if store.exists(f"trials/{s.key}/result.json")}
