@@ -129,3 +129,45 @@ def test_accelerator_scope_resets_between_trials():
         assert acc.mixed_precision == "no"
     with accelerator_scope("auto") as acc:                         # a second trial in the process
         assert acc.mixed_precision == resolve_precision("auto")
+
+
+def test_adamw_is_fused_on_cpu_and_matches_the_reference_update():
+    """_adamw picks torch's fused kernel; its updates equal the single-tensor reference
+    implementation (same rule: decoupled weight decay, bias correction)."""
+    from trials.train import _adamw
+    gen = torch.Generator().manual_seed(0)
+    init = [torch.randn(7, 5, generator=gen), torch.randn(5, generator=gen)]
+    grads = [[torch.randn_like(p) for p in init] for _ in range(5)]
+    fused_p = [torch.nn.Parameter(p.clone()) for p in init]
+    ref_p = [torch.nn.Parameter(p.clone()) for p in init]
+    groups = lambda ps: [{"params": [ps[0]], "weight_decay": 0.01}, {"params": [ps[1]], "weight_decay": 0.0}]
+    fused = _adamw(groups(fused_p), 1e-2, "cpu")
+    ref = torch.optim.AdamW(groups(ref_p), lr=1e-2, foreach=False, fused=False)
+    try:                                                            # torch >= 2.4 has a CPU kernel
+        torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], fused=True)
+        cpu_fused = True
+    except (RuntimeError, ValueError, TypeError):
+        cpu_fused = False
+    assert bool(fused.defaults.get("fused")) is cpu_fused
+    for g in grads:
+        for ps, opt in ((fused_p, fused), (ref_p, ref)):
+            for p, gi in zip(ps, g):
+                p.grad = gi.clone()
+            opt.step()
+    for a, b, p0 in zip(fused_p, ref_p, init):
+        assert not torch.equal(a.detach(), p0)                      # it did move
+        torch.testing.assert_close(a.detach(), b.detach(), rtol=1e-5, atol=1e-6)
+
+
+def test_finetune_in_bf16_on_cpu(small):
+    """bf16 autocast works on the CPU (fp16 does not: it falls back to fp32, tested above)."""
+    model, tok, df, data = small
+    model = copy.deepcopy(model)
+    before = model.classifier.weight.detach().clone()
+    with accelerator_scope("bf16") as acc:
+        assert acc.mixed_precision == "bf16"
+        stats = finetune(model, data, tok.pad_token_id, TrainSpec(epochs=1, lr=1e-3, batch_size=64), acc, seed=0)
+        metrics, _ = evaluate(model, data, tok.pad_token_id, acc)
+    assert np.isfinite(stats["train_loss"]) and np.isfinite(metrics["loss"])
+    assert model.classifier.weight.dtype == torch.float32            # master weights stay fp32
+    assert not torch.equal(before, model.classifier.weight.detach())
