@@ -6,8 +6,8 @@ synthetic set), fine-tunes of ~20 s each (``--finetune-seconds``; the training r
 calibrated on this machine first). ``--quick``: 2 seeds and ~4-5 s fine-tunes, said so in the JSON.
 
 - two-stage: the real orchestrator, ``orchestrator.app.plan(raw, storage=tmp)`` then
-  ``orchestrator.app.execute(plan, address=None, cpus=2, gpus=0)``: 3 fine-tunes (stage A), then
-  39 stage-B trials on their checkpoints.
+  ``orchestrator.app.execute(plan, address=None, cpus=2, gpus=0)``: 3 fine-tunes (stage A) and
+  39 stage-B trials on their checkpoints, each released as soon as its checkpoint exists.
 - naive: what a plain Ray Tune grid (or the seed study) does: ``ray.tune.Tuner`` over the same
   42 trials, ``tune.with_resources`` at the same per-trial resources, ``reuse_actors=True``, where
   every trial fine-tunes its own model (``trials.run.run_finetune``) and then, unless it is the
@@ -159,7 +159,8 @@ def run_two_stage(raw: dict, tmp: Path, cpus: int) -> tuple[float, "object", dic
 
 def breakdown(root: Path, pl, epoch0: float, wall: float) -> dict:
     """Where the two-stage wall time went, from each trial's start (status.json) and end
-    (result.json written): Ray start-up and the first workers, stage A, the hand-over, stage B."""
+    (result.json written): Ray start-up and the first workers, stage A, the hand-over (negative:
+    stage B started before stage A ended), stage B."""
     import json
 
     def span(specs):

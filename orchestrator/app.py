@@ -121,31 +121,44 @@ def execute(pl: Plan, *, address: str | None, cpus: float, gpus: float, restore:
     driver had been stopped there.
     """
     import ray
-    from orchestrator.execute import finalize_errors, publish_tables, run_stage
+    from orchestrator.execute import finalize_errors, publish_tables, stage_tuner
+    from orchestrator.pipeline import OVER
     store, sweep = pl.store, pl.sweep
     _claim_directory(pl)
     store.write_json("driver.json", {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()})
     own_ray = not ray.is_initialized()  # a notebook or test may have started Ray already
     if own_ray:
         start_ray(address, cpus, gpus)
+    stop_after_a = os.environ.get("HEADSWEEP_STOP_AFTER") == "stage_a"
+    stage_b, err_b = [], []
     try:
+        if store.exists(OVER):
+            store.remove(OVER)            # a resumed sweep: stage A is about to run (again)
         print(f"headsweep: stage A — {len(pl.stage_a)} fine-tunes (one per model variant and seed)", file=out)
-        run_stage("stage_a", pl.stage_a, store, sweep.resources["finetune"].as_ray(), sweep.max_failures, restore)
+        tuner_a = stage_tuner("stage_a", pl.stage_a, store, sweep.resources["finetune"].as_ray(),
+                              sweep.max_failures, restore)
+        tuners_b = [] if stop_after_a else [
+            stage_tuner(name, specs, store, sweep.resources[need].as_ray(), sweep.max_failures, restore,
+                        after=pl.stage_a)
+            for name, need, specs in _stage_b_groups(pl.stage_b)]
+        beside = [_in_thread(t.fit) for t in tuners_b if t is not None]
+        if beside:
+            print(f"headsweep: stage B — {len(pl.stage_b)} trials, each starting as soon as its "
+                  "checkpoint exists and a slot is free", file=out)
+        try:
+            if tuner_a is not None:
+                tuner_a.fit()
+        finally:
+            store.write_json(OVER, {"at": time.time()})  # lets stage B finish without missing checkpoints
         err_a = finalize_errors(store, pl.stage_a)
-        publish_tables(store)  # stage-A rows and importance.parquet, readable while stage B runs
-        if os.environ.get("HEADSWEEP_STOP_AFTER") == "stage_a":
+        publish_tables(store)  # stage-A rows and importance.parquet
+        if stop_after_a:
             return {"errored": len(err_a), "skipped": len(pl.stage_b), "trials": len(pl.stage_a),
                     "stopped": True}
+        for thread in beside:
+            thread.result()
         ready = {s.key for s in pl.stage_a if store.exists(f"trials/{s.key}/result.json")}
         stage_b = [s for s in pl.stage_b if s.finetune.key in ready]
-        print(f"headsweep: stage B — {len(stage_b)} trials on {len(ready)} checkpoints", file=out)
-        by_need = {}
-        for s in stage_b:  # recovery trials fine-tune, so they get fine-tuning resources
-            need = "finetune" if s.recovery_epochs else "prune"
-            by_need.setdefault(need, []).append(s)
-        for need, specs in by_need.items():
-            name = "stage_b" if need == "prune" else "stage_b_recovery"
-            run_stage(name, specs, store, sweep.resources[need].as_ray(), sweep.max_failures, restore)
         err_b = finalize_errors(store, stage_b)
         publish_tables(store)
     finally:
@@ -156,6 +169,36 @@ def execute(pl: Plan, *, address: str | None, cpus: float, gpus: float, restore:
     skipped = len(pl.stage_b) - len(stage_b)
     return {"errored": len(err_a) + len(err_b), "skipped": skipped,
             "trials": len(pl.stage_a) + len(pl.stage_b)}
+
+
+def _stage_b_groups(specs: list) -> list[tuple[str, str, list]]:
+    """(experiment name, resources key, specs): recovery trials fine-tune, so they get
+    fine-tuning resources and their own experiment."""
+    groups = {}
+    for s in specs:
+        groups.setdefault("finetune" if s.recovery_epochs else "prune", []).append(s)
+    return [("stage_b" if need == "prune" else "stage_b_recovery", need, g) for need, g in groups.items()]
+
+
+class _in_thread:
+    """Run ``fn(*args)`` in a daemon thread; ``result()`` joins it and re-raises its exception."""
+
+    def __init__(self, fn, *args):
+        import threading
+        self._error = None
+        self._thread = threading.Thread(target=self._run, args=(fn, args), daemon=True, name="headsweep-stage-b")
+        self._thread.start()
+
+    def _run(self, fn, args):
+        try:
+            fn(*args)
+        except BaseException as e:  # re-raised in the driver's main thread by result()
+            self._error = e
+
+    def result(self):
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
 
 
 def load_spec(sweep_dir: str) -> Sweep:

@@ -111,8 +111,24 @@ def publish_callback(store: Store, min_interval_s: float = 10.0):
 
 
 def run_stage(stage: str, specs: list, store: Store, resources: dict, max_failures: int,
-              restore: bool = False):
-    """Fit (or restore) the Tuner of one stage; returns Ray's ResultGrid."""
+              restore: bool = False, after: list | None = None):
+    """Fit (or restore) the Tuner of one stage; returns Ray's ResultGrid (None: no trials)."""
+    tuner = stage_tuner(stage, specs, store, resources, max_failures, restore, after)
+    return tuner.fit() if tuner is not None else None
+
+
+def stage_tuner(stage: str, specs: list, store: Store, resources: dict, max_failures: int,
+                restore: bool = False, after: list | None = None):
+    """The Tuner of one stage, new or restored, ready to ``fit()``.
+
+    ``after``: the stage-A specs this stage-B stage runs beside. Its trials are then released as
+    their checkpoints land (``orchestrator.pipeline``) instead of as one fixed grid.
+
+    Build Tuners in the driver's main thread; only ``fit()`` may run in another. The trainable is
+    registered here under a per-stage name: Tune's registry is process-global and not
+    thread-safe, and two stages registering the same name would hand one stage's trials the
+    other's trainable.
+    """
     from ray import tune
     if not specs:
         return None
@@ -121,26 +137,31 @@ def run_stage(stage: str, specs: list, store: Store, resources: dict, max_failur
     trials = {s.key: {"spec": to_dict(s), "sweep": store.root, "threads": threads, "cwd": os.getcwd(),
                       "faults": faults.rules_from_env()} for s in specs}
     names = {s.key: trial_name(s) for s in specs}
-    fn = tune.with_resources(tune.with_parameters(trainable, trials=trials), resources)
+    name = f"headsweep_{stage}"
+    tune.register_trainable(name, tune.with_resources(tune.with_parameters(trainable, trials=trials), resources))
     path = store.uri(f"ray/{stage}")
     if restore and tune.Tuner.can_restore(path):
-        tuner = tune.Tuner.restore(path, fn, resume_errored=True)
+        return tune.Tuner.restore(path, name, resume_errored=True)
+    if after is None:
+        space, search = {"key": tune.grid_search(list(trials))}, {}
     else:
-        tuner = tune.Tuner(
-            fn,
-            param_space={"key": tune.grid_search(list(trials))},
-            tune_config=tune.TuneConfig(
-                trial_name_creator=lambda t: names[t.config["key"]],
-                trial_dirname_creator=lambda t: names[t.config["key"]],
-                reuse_actors=True,  # safe: trials leave no hooks or Accelerator state behind
-            ),
-            run_config=tune.RunConfig(
-                name=stage, storage_path=store.uri("ray"),
-                failure_config=tune.FailureConfig(max_failures=max_failures),
-                callbacks=[publish_callback(store)], verbose=1,
-            ),
-        )
-    return tuner.fit()
+        from orchestrator.pipeline import ready_first
+        space, search = {}, {"search_alg": ready_first(store.root, specs, after), "num_samples": len(specs)}
+    return tune.Tuner(
+        name,
+        param_space=space,
+        tune_config=tune.TuneConfig(
+            **search,
+            trial_name_creator=lambda t: names[t.config["key"]],
+            trial_dirname_creator=lambda t: names[t.config["key"]],
+            reuse_actors=True,  # safe: trials leave no hooks or Accelerator state behind
+        ),
+        run_config=tune.RunConfig(
+            name=stage, storage_path=store.uri("ray"),
+            failure_config=tune.FailureConfig(max_failures=max_failures),
+            callbacks=[publish_callback(store)], verbose=1,
+        ),
+    )
 
 
 def finalize_errors(store: Store, specs: list) -> list[str]:
