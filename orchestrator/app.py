@@ -166,9 +166,11 @@ def execute(pl: Plan, *, address: str | None, cpus: float, gpus: float, restore:
             ray.shutdown()
         if store.exists("driver.json"):
             store.remove("driver.json")
-    skipped = len(pl.stage_b) - len(stage_b)
-    return {"errored": len(err_a) + len(err_b), "skipped": skipped,
-            "trials": len(pl.stage_a) + len(pl.stage_b)}
+    failed_a = set(err_a)  # stage-B trials on a fine-tune that errored for good are skipped;
+    skipped = sum(s.finetune.key in failed_a for s in pl.stage_b)  # others merely did not run yet
+    every = list(pl.stage_a) + list(pl.stage_b)
+    done = sum(store.exists(f"trials/{s.key}/result.json") for s in every)
+    return {"errored": len(err_a) + len(err_b), "skipped": skipped, "trials": len(every), "done": done}
 
 
 def _stage_b_groups(specs: list) -> list[tuple[str, str, list]]:

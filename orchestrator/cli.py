@@ -128,11 +128,16 @@ def _run(pl, args, restore: bool) -> int:
     _print_warnings(pl)
     t0 = time.time()
     summary = app.execute(pl, address=address, cpus=local["cpus"], gpus=local["gpus"], restore=restore)
-    print(f"headsweep: {summary['trials']} trials in {time.time() - t0:.0f} s; "
+    done = summary.get("done", summary["trials"])
+    print(f"headsweep: {done} of {summary['trials']} trials done in {time.time() - t0:.0f} s; "
           f"results: {pl.store.uri('results.parquet')}")
     if summary["errored"]:
         print(f"headsweep: {summary['errored']} trials errored ({summary['skipped']} skipped); "
               f"see: headsweep status {pl.store.root}", file=sys.stderr)
+    unfinished = summary["trials"] - done - summary["errored"] - summary["skipped"]
+    if unfinished > 0 and not summary.get("stopped"):  # e.g. Ctrl+C: not a finished sweep
+        print(f"headsweep: {unfinished} trials did not run (the run was stopped); continue with: "
+              f"headsweep resume {pl.store.root}", file=sys.stderr)
     if not args.no_analysis:
         if pl.store.local is None:
             print("headsweep: analysis runs on a local copy: sync the sweep directory, then "
@@ -140,7 +145,8 @@ def _run(pl, args, restore: bool) -> int:
         else:
             paths = _analyze(pl.store.root)
             print(f"headsweep: notebook: {paths['notebook']}\nheadsweep: report: {paths['report']}")
-    return EXIT_TRIALS_FAILED if summary["errored"] else EXIT_OK
+    incomplete = unfinished > 0 and not summary.get("stopped")
+    return EXIT_TRIALS_FAILED if summary["errored"] or incomplete else EXIT_OK
 
 
 def main(argv=None) -> int:
