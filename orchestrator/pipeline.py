@@ -19,7 +19,7 @@ from __future__ import annotations
 import pickle
 import time
 
-from ray.tune.search import ConcurrencyLimiter, Searcher
+from ray.tune.search import ConcurrencyLimiter, SearchGenerator, Searcher
 
 from orchestrator.storage import Store
 
@@ -82,9 +82,20 @@ class ReadyFirst(Searcher):
             self.given = set(pickle.load(f)["given"])
 
 
-def ready_first(sweep: str, specs: list, stage_a: list) -> ConcurrencyLimiter:
-    """The search algorithm for a stage-B Tuner. Wrapped in a no-op ConcurrencyLimiter only so
-    that Tune keeps every released trial pending at once (its default for custom searchers is
-    one pending trial, which would also show a cluster autoscaler one trial at a time)."""
+class Released(SearchGenerator):
+    """Tune's generator for a custom searcher, except that a restored one is never "finished":
+    a run stopped during stage A ended stage B with trials still unreleased, and on resume their
+    checkpoints may now appear. ``ReadyFirst`` says FINISHED again if they still cannot."""
+
+    def set_state(self, state) -> None:
+        super().set_state(state)
+        self._finished = False
+
+
+def ready_first(sweep: str, specs: list, stage_a: list) -> Released:
+    """The search algorithm for a stage-B Tuner. The searcher is wrapped in a no-op
+    ConcurrencyLimiter only so that Tune keeps every released trial pending at once (its default
+    for custom searchers is one pending trial, which would also show a cluster autoscaler one
+    trial at a time)."""
     searcher = ReadyFirst(sweep, [(s.key, s.finetune.key) for s in specs], [s.key for s in stage_a])
-    return ConcurrencyLimiter(searcher, max_concurrent=max(1, len(specs)))
+    return Released(ConcurrencyLimiter(searcher, max_concurrent=max(1, len(specs))))

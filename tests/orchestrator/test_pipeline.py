@@ -86,12 +86,21 @@ def test_every_released_trial_may_be_pending_at_once(tmp_path):
     """Tune keeps one pending trial for a custom searcher unless a ConcurrencyLimiter says
     otherwise; the limiter must not limit anything itself."""
     from ray.tune.execution.tune_controller import _get_max_pending_trials
-    from ray.tune.search import SearchGenerator
     a, b = _specs()
-    alg = ready_first(str(tmp_path), b, a)
-    assert _get_max_pending_trials(SearchGenerator(alg)) == len(b)
+    gen = ready_first(str(tmp_path), b, a)
+    assert _get_max_pending_trials(gen) == len(b)
     store = Store(str(tmp_path))
     for k in ("a0", "a1", "a2"):
         _mark(store, k, "status.json", "result.json")
-    alg.searcher.poll_s = 0.0
-    assert [alg.suggest(f"t{i}") for i in range(5)] == [{"key": x.key} for x in b] + [Searcher.FINISHED]
+    limiter = gen.searcher
+    limiter.searcher.poll_s = 0.0
+    assert [limiter.suggest(f"t{i}") for i in range(5)] == [{"key": x.key} for x in b] + [Searcher.FINISHED]
+
+
+def test_a_restored_stage_b_is_not_finished(tmp_path):
+    """A run stopped during stage A ends stage B with trials unreleased (FINISHED); resuming must
+    release them once their checkpoints exist, so restored state never says finished."""
+    a, b = _specs()
+    gen = ready_first(str(tmp_path), b, a)
+    gen.set_state({"counter": 2, "total_samples": len(b), "finished": True, "experiment": None})
+    assert gen._finished is False and gen._counter == 2
