@@ -112,6 +112,13 @@ def _jsonable(x):
     return str(x)
 
 
+def finish(result: dict, quick: bool, t_start: float) -> None:
+    """Add the run's mode, duration, machine and date, then print the JSON line."""
+    result.update({"quick": quick, "seconds": round(time.perf_counter() - t_start, 1),
+                   "machine": machine(), "date": now_utc()})
+    emit(result)
+
+
 class Clock:
     """``with Clock() as c: ...; c.s`` -> seconds (perf_counter)."""
 

@@ -32,7 +32,7 @@ import time
 from contextlib import redirect_stdout
 from pathlib import Path
 
-from _common import emit, log, machine, now_utc, quiet, sst2_dir
+from _common import finish, log, quiet, sst2_dir
 
 STRATEGIES = ["none", "single-head", "top", "bottom", "random"]
 K = [0.125, 0.25, 0.5, 0.75]          # 2, 4, 8, 12 of the preset's 16 heads
@@ -253,9 +253,7 @@ def main(argv=None) -> int:
         })
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    result.update({"quick": args.quick, "seconds": round(time.perf_counter() - t_start, 1),
-                   "machine": machine(), "date": now_utc()})
-    emit(result)
+    finish(result, args.quick, t_start)
     return 0 if "ratio" in result else 1
 
 

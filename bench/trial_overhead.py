@@ -36,7 +36,7 @@ from pathlib import Path
 
 from contextlib import redirect_stdout
 
-from _common import Clock, emit, log, machine, median, now_utc, quiet
+from _common import Clock, finish, log, median, quiet
 
 LEAK_DIR = "bench_leaks"
 
@@ -221,9 +221,7 @@ def main(argv=None) -> int:
         if ray.is_initialized():
             ray.shutdown()
         shutil.rmtree(tmp, ignore_errors=True)
-    result.update({"quick": args.quick, "seconds": round(time.perf_counter() - t_start, 1),
-                   "machine": machine(), "date": now_utc()})
-    emit(result)
+    finish(result, args.quick, t_start)
     return 0 if "seconds_per_trial" in result else 1
 
 
