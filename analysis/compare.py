@@ -20,7 +20,8 @@ import math
 import numpy as np
 import pandas as pd
 
-from .load import CONDITION
+from trials.schema import CONDITION, STATS_COLUMNS, strategy_rank
+
 from .stats import (cohens_dz, holm_adjust, matched_odds_ratio, mcnemar_test, min_sign_flip_p,
                     paired_bootstrap, paired_t, sign_flip_p, t_interval)
 
@@ -30,18 +31,6 @@ TESTS = ("paired_t", "sign_flip", "mcnemar", "bootstrap")
 # (a, b) pairs of the top/bottom/random family; difference = b - a.
 TRIO_PAIRS = (("bottom", "top"), ("random", "top"), ("random", "bottom"))
 SIDE = ["variant", "strategy", "k", "per_layer", "recovery_epochs"]  # identifies a group within a model
-STATS_COLUMNS = [
-    "comparison_id", "family", "model", "group_a", "group_b", "variant_a", "strategy_a", "variant_b",
-    "strategy_b", "arch_b", "k", "k_fraction", "per_layer", "recovery_epochs", "metric", "level", "test",
-    "primary", "n", "n_seeds", "n_examples", "mean_a", "mean_b", "difference", "ci_low", "ci_high",
-    "effect_size", "effect_size_name", "statistic", "p", "p_adjusted", "family_size", "significant",
-    "n01", "n10", "note",
-]
-
-
-STRATEGY_ORDER = {s: i for i, s in enumerate(("none", "top", "bottom", "random", "single-head"))}
-
-
 def group_label(c) -> str:
     """Human-readable name of a condition (a mapping with CONDITION keys)."""
     if c["arch"] == "single-head":
@@ -61,7 +50,7 @@ def _conditions(results: pd.DataFrame) -> list[dict]:
     for c in conds:
         c.update(k=int(c["k"]), per_layer=bool(c["per_layer"]), recovery_epochs=float(c["recovery_epochs"]),
                  k_fraction=float(c["k_fraction"]))
-    return sorted(conds, key=lambda c: (c["model"], STRATEGY_ORDER.get(c["strategy"], 9), c["per_layer"], c["k"],
+    return sorted(conds, key=lambda c: (c["model"], strategy_rank(c["strategy"]), c["per_layer"], c["k"],
                                         c["recovery_epochs"], c["variant"]))
 
 

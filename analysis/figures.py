@@ -23,15 +23,22 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from trials import layout  # noqa: E402
+from trials.schema import STRATEGY_ORDER  # noqa: E402
+
 from .compare import primary  # noqa: E402
 from .importance import consistent_heads, importance_matrix, mean_importance, rank_stability  # noqa: E402
 from .load import write_figure  # noqa: E402
 
-STRATEGY_ORDER = ["top", "bottom", "random", "single-head"]
-PALETTE = dict(zip(STRATEGY_ORDER, sns.color_palette("colorblind", len(STRATEGY_ORDER))))
+# One colour per strategy, the same in every figure (the baseline "none" is drawn in grey).
+PALETTE = dict(zip(STRATEGY_ORDER[1:], sns.color_palette("colorblind", len(STRATEGY_ORDER) - 1)))
 STYLE = {"style": "whitegrid", "context": "notebook"}
-# Every file this module may write, in reading order (analyze() clears stale ones).
-FIGURE_FILES = ("accuracy_vs_k.png", "importance_heatmaps.png", "single_vs_multi.png", "rank_stability.png")
+# Every figure this module may write, in reading order (analyze() clears stale ones).
+FIGURES = ("accuracy_vs_k", "importance_heatmaps", "single_vs_multi", "rank_stability")
+
+
+def figure_path(sweep_dir, stem: str, fmt: str = "png") -> Path:
+    return Path(sweep_dir) / layout.figure_file(stem, fmt)
 
 
 def _figure(nrows: int, ncols: int, w: float, h: float, **kw):
@@ -209,10 +216,11 @@ def make_figures(results: pd.DataFrame, importance: pd.DataFrame | None, summary
     """Every figure that the data allows; returns name -> path (skipped ones absent)."""
     fig_dir = Path(fig_dir)
     fig_dir.mkdir(parents=True, exist_ok=True)
+    path = {stem: fig_dir / Path(layout.figure_file(stem)).name for stem in FIGURES}
     out = {
-        "accuracy_vs_k": accuracy_vs_k(summary, stats, fig_dir / "accuracy_vs_k.png", alpha),
-        "importance_heatmaps": importance_heatmaps(importance, fig_dir / "importance_heatmaps.png"),
-        "single_vs_multi": single_vs_multi(results, stats, fig_dir / "single_vs_multi.png", alpha),
-        "rank_stability": rank_stability_plot(importance, fig_dir / "rank_stability.png"),
+        "accuracy_vs_k": accuracy_vs_k(summary, stats, path["accuracy_vs_k"], alpha),
+        "importance_heatmaps": importance_heatmaps(importance, path["importance_heatmaps"]),
+        "single_vs_multi": single_vs_multi(results, stats, path["single_vs_multi"], alpha),
+        "rank_stability": rank_stability_plot(importance, path["rank_stability"]),
     }
     return {k: v for k, v in out.items() if v is not None}

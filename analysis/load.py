@@ -9,19 +9,16 @@ saying what was left out, because a researcher wants to look at partial results.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-# A "condition" is everything that defines a group of trials except the seed.
-# model is the base model label; variant tells the one-head architecture apart.
-CONDITION = ["model", "variant", "arch", "strategy", "per_layer", "k", "recovery_epochs"]
+from trials import atomic, layout
+from trials.schema import CONDITION, IMPORTANCE_COLUMNS, METRIC_COLUMNS, PREDICTION_COLUMNS
+
 REQUIRED = ["model", "strategy", "seed", "accuracy"]
-METRICS = ["accuracy", "f1", "loss"]
 
 
 @dataclass
@@ -37,7 +34,7 @@ class Sweep:
 
     @property
     def predictions_dir(self) -> Path:
-        return self.path / "predictions"
+        return self.path / layout.PREDICTIONS
 
     @property
     def has_predictions(self) -> bool:
@@ -53,7 +50,7 @@ class Sweep:
             return None
         key = str(trial_key)
         if key not in self._cache:
-            self._cache[key] = read_predictions(self.predictions_dir / f"{key}.parquet")
+            self._cache[key] = read_predictions(self.path / layout.predictions_file(key))
         return self._cache[key]
 
     __call__ = predictions  # so a Sweep can be passed wherever a loader is expected
@@ -67,21 +64,21 @@ def load(sweep_dir) -> Sweep:
     results, more = clean_results(raw)
     notes += more
     importance = None
-    imp_path = path / "importance.parquet"
+    imp_path = path / layout.IMPORTANCE
     if imp_path.exists():
         importance, more = clean_importance(pd.read_parquet(imp_path))
         notes += more
     else:
-        notes.append("no importance.parquet: importance heatmaps and rank stability skipped")
+        notes.append(f"no {layout.IMPORTANCE}: importance heatmaps and rank stability skipped")
     sweep = Sweep(path=path, name=sweep_name(path), results=results, importance=importance, notes=notes)
     if not sweep.has_predictions:
-        notes.append("no predictions/ directory: per-example tests (McNemar, bootstrap) skipped")
+        notes.append(f"no {layout.PREDICTIONS}/ directory: per-example tests (McNemar, bootstrap) skipped")
     return sweep
 
 
 def sweep_name(path: Path) -> str:
     """The spec's name if spec.yaml is readable, else the directory name."""
-    spec = path / "spec.yaml"
+    spec = path / layout.SPEC
     if spec.exists():
         try:
             import yaml
@@ -96,7 +93,7 @@ def sweep_name(path: Path) -> str:
 
 def read_results(path: Path) -> pd.DataFrame:
     """results.parquet, falling back to results.csv (same content by contract)."""
-    pq, csv = path / "results.parquet", path / "results.csv"
+    pq, csv = path / layout.RESULTS, path / layout.RESULTS_CSV
     if pq.exists():
         try:
             return pd.read_parquet(pq)
@@ -105,7 +102,8 @@ def read_results(path: Path) -> pd.DataFrame:
                 raise
     if csv.exists():
         return pd.read_csv(csv)
-    raise FileNotFoundError(f"{path}: no results.parquet or results.csv (has the sweep evaluated any trial yet?)")
+    raise FileNotFoundError(f"{path}: no {layout.RESULTS} or {layout.RESULTS_CSV} (has the sweep evaluated any "
+                            "trial yet?)")
 
 
 def read_predictions(path: Path) -> pd.DataFrame | None:
@@ -114,13 +112,14 @@ def read_predictions(path: Path) -> pd.DataFrame | None:
     df = pd.read_parquet(path)
     if "correct" not in df.columns:
         df["correct"] = df["pred"] == df["label"]
-    return df[["example_id", "correct"] + [c for c in ("label", "pred", "prob") if c in df.columns]]
+    return df[["example_id", "correct"] + [c for c in PREDICTION_COLUMNS if c in df.columns and c not in
+                                           ("example_id", "correct")]]
 
 
 def clean_results(raw: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     """Normalise a raw results table; returns (results, notes). Pure function.
 
-    Drops failed/unfinished trials and NaN metrics, fills columns older or partial
+    Drops rows with a NaN accuracy (errored trials), fills columns older or partial
     tables may lack, and fixes dtypes so grouping keys compare equal.
     """
     notes: list[str] = []
@@ -128,13 +127,6 @@ def clean_results(raw: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     missing = [c for c in REQUIRED if c not in df.columns]
     if missing:
         raise ValueError(f"results table lacks required column(s): {', '.join(missing)}")
-    if "status" in df.columns:
-        bad = df["status"].astype(str) != "ok"
-        if bad.any():
-            counts = df.loc[bad, "status"].astype(str).value_counts()
-            what = ", ".join(f"{n} {s}" for s, n in counts.items())
-            notes.append(f"dropped {int(bad.sum())} trial(s) whose status is not 'ok' ({what})")
-            df = df[~bad]
     nan = df["accuracy"].isna()
     if nan.any():
         notes.append(f"dropped {int(nan.sum())} trial(s) with a NaN accuracy (errored trials)")
@@ -172,7 +164,7 @@ def clean_results(raw: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
         if df["k_fraction"].isna().any():
             notes.append("k_fraction missing and heads_total unknown for some rows: K shown as a head count there")
             df["k_fraction"] = df["k_fraction"].fillna(df["k"].astype(float))
-    for col in METRICS:
+    for col in METRIC_COLUMNS:
         if col in df.columns:
             df[col] = pd.to_numeric(df[col], errors="coerce").astype(float)
 
@@ -188,9 +180,9 @@ def clean_results(raw: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
 def clean_importance(raw: pd.DataFrame) -> tuple[pd.DataFrame | None, list[str]]:
     """Normalise an importance table (model, seed, layer, head, score, score_raw)."""
     notes: list[str] = []
-    missing = [c for c in ("model", "seed", "layer", "head", "score") if c not in raw.columns]
+    missing = [c for c in IMPORTANCE_COLUMNS if c not in raw.columns and c != "score_raw"]
     if missing:
-        return None, [f"importance.parquet lacks column(s) {', '.join(missing)}: importance analysis skipped"]
+        return None, [f"{layout.IMPORTANCE} lacks column(s) {', '.join(missing)}: importance analysis skipped"]
     df = raw.copy()
     if "score_raw" not in df.columns:
         df["score_raw"] = df["score"]
@@ -206,37 +198,16 @@ def clean_importance(raw: pd.DataFrame) -> tuple[pd.DataFrame | None, list[str]]
     return df.sort_values(["model", "seed", "layer", "head"]).reset_index(drop=True), notes
 
 
-# --- atomic writes: a reader (or a crashed run) never sees half a file -------------
+# --- outputs: atomic, so a reader (or a crashed run) never sees half a file ----------
 
-def _atomic(path: Path, write) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file normal permissions
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def write_text(path, text: str) -> Path:
-    return _atomic(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+write_text = atomic.write_text
 
 
 def write_csv(path, df: pd.DataFrame) -> Path:
-    return _atomic(path, lambda tmp: df.to_csv(tmp, index=False))
+    return atomic.atomic_write(path, lambda tmp: df.to_csv(tmp, index=False))
 
 
-def write_figure(path, fig) -> Path:
-    return _atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
+def write_figure(path, fig, dpi: int = 110) -> Path:
+    """Write ``fig`` in the format its suffix names (png, pdf)."""
+    fmt = Path(path).suffix.lstrip(".")
+    return atomic.atomic_write(path, lambda tmp: fig.savefig(tmp, format=fmt, dpi=dpi))

@@ -15,6 +15,8 @@ from pathlib import Path
 import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
+from trials import atomic, layout
+
 from .compare import compare, mcnemar_by_seed
 from .load import load, write_csv, write_text
 from .report import build_report
@@ -49,7 +51,7 @@ def _cells(sweep_dir: Path, alpha: float, n_boot: int) -> list:
         code("from pathlib import Path\nimport pandas as pd\nimport analysis\nfrom analysis import figures\n"
              "from IPython.display import Markdown, display\n\npd.set_option('display.max_rows', 200)\n"
              "pd.set_option('display.width', 200)\nsweep = analysis.load(SWEEP_DIR)\n"
-             "FIG_DIR = sweep.path / 'analysis' / 'figures'\nprint(sweep.name, '-', len(sweep.results), 'trials')\n"
+             "fig = lambda stem: figures.figure_path(sweep.path, stem)\nprint(sweep.name, '-', len(sweep.results), 'trials')\n"
              "for note in sweep.notes:\n    print('NOTE:', note)\n"
              "sweep.results.groupby(['model', 'arch', 'strategy']).size().rename('trials').to_frame()"),
         md("## Accuracy per condition\n\nMean accuracy over seeds for every (model, strategy, K, recovery) with a "
@@ -68,7 +70,7 @@ def _cells(sweep_dir: Path, alpha: float, n_boot: int) -> list:
         md("### (i) Every (strategy, K) against the unpruned baseline\n\nOne line per strategy, x = fraction of "
            "heads removed, band = 95% t-interval over seeds; the dashed line and grey band are the unpruned "
            "model. A star marks a Holm-adjusted paired t-test p < ALPHA against the baseline."),
-        code("figures.show(figures.accuracy_vs_k(summary, stats, FIG_DIR / 'accuracy_vs_k.png', ALPHA))"),
+        code("figures.show(figures.accuracy_vs_k(summary, stats, fig('accuracy_vs_k'), ALPHA))"),
         md("### (ii) Top vs bottom vs random at equal K\n\nPairwise at each K, difference = second minus first "
            "(e.g. top - bottom < 0: removing the most important heads hurts more than removing the least "
            "important ones, as the importance score predicts)."),
@@ -76,7 +78,7 @@ def _cells(sweep_dir: Path, alpha: float, n_boot: int) -> list:
         md("### (iii) Multi-head vs single-head\n\nThe multi-head baseline against the `single-head` strategy "
            "(only the most important head per layer kept) and against the one-head architecture. Bars: mean with "
            "95% t-interval; dots: seeds; text: Holm-adjusted paired t-test p."),
-        code("figures.show(figures.single_vs_multi(sweep.results, stats, FIG_DIR / 'single_vs_multi.png', ALPHA))\n"
+        code("figures.show(figures.single_vs_multi(sweep.results, stats, fig('single_vs_multi'), ALPHA))\n"
              "p[p['family'] == 'multi_vs_single'][cols]"),
         md("### Per example (secondary)\n\nMcNemar per seed, then pooled over seeds (rows with `test` = "
            "`mcnemar`), and the paired bootstrap over examples (`bootstrap`). n01 = reference right and "
@@ -91,12 +93,12 @@ def _cells(sweep_dir: Path, alpha: float, n_boot: int) -> list:
            "between every pair of seeds' head scores. Values near 1 mean the ranking, and so the top/bottom "
            "strategies, hardly depend on the seed."),
         code("if sweep.importance is None:\n    print('no importance scores in this sweep')\nelse:\n"
-             "    figures.show(figures.importance_heatmaps(sweep.importance, FIG_DIR / 'importance_heatmaps.png'))\n"
-             "    figures.show(figures.rank_stability_plot(sweep.importance, FIG_DIR / 'rank_stability.png'))\n"
+             "    figures.show(figures.importance_heatmaps(sweep.importance, fig('importance_heatmaps')))\n"
+             "    figures.show(figures.rank_stability_plot(sweep.importance, fig('rank_stability')))\n"
              "    display(analysis.stability_summary(analysis.rank_stability(sweep.importance)))\n"
              "    c = analysis.consistent_heads(sweep.importance)\n"
              "    display(c[c['always_top'] | c['always_bottom']])"),
-        md("## Report\n\nThe same sentences as `report.md`, generated from the stats table."),
+        md(f"## Report\n\nThe same sentences as `{Path(layout.REPORT).name}`, generated from the stats table."),
         code("display(Markdown(analysis.build_report(sweep.name, sweep.results, stats, summary, sweep.importance, "
              "sweep.notes, ALPHA)))"),
     ]
@@ -148,9 +150,7 @@ def execute_notebook(nb: nbformat.NotebookNode, cwd, *, timeout: int = 600, save
 
 
 def _write_nb(path, nb) -> Path:
-    from .load import _atomic
-
-    return _atomic(Path(path), lambda tmp: nbformat.write(nb, tmp))
+    return atomic.atomic_write(Path(path), lambda tmp: nbformat.write(nb, tmp))
 
 
 def analyze(sweep_dir, *, execute: bool = True, timeout: int = 600, alpha: float = 0.05,
@@ -165,31 +165,33 @@ def analyze(sweep_dir, *, execute: bool = True, timeout: int = 600, alpha: float
     from . import figures
 
     sweep = load(sweep_dir)
-    out = sweep.path / "analysis"
-    fig_dir = out / "figures"
+    root = sweep.path
+    fig_dir = root / layout.FIGURES
     fig_dir.mkdir(parents=True, exist_ok=True)
-    for name in figures.FIGURE_FILES:  # no stale figure from an earlier, fuller run
-        (fig_dir / name).unlink(missing_ok=True)
+    for stem in figures.FIGURES:  # no stale figure from an earlier, fuller run
+        for fmt in layout.FIGURE_FORMATS:
+            (root / layout.figure_file(stem, fmt)).unlink(missing_ok=True)
     predictions = sweep if sweep.has_predictions else None
     summary = summarize(sweep.results)
     stats = compare(sweep.results, predictions, alpha=alpha, n_boot=n_boot)
-    paths = {"stats": write_csv(out / "stats.csv", stats), "summary": write_csv(out / "summary.csv", summary),
+    paths = {"stats": write_csv(root / layout.STATS, stats), "summary": write_csv(root / layout.SUMMARY, summary),
              "figures": fig_dir}
     if predictions is not None:
-        write_csv(out / "mcnemar_by_seed.csv", mcnemar_by_seed(sweep.results, predictions))
-    nb_path = out / "analysis.ipynb"
+        write_csv(root / layout.MCNEMAR_BY_SEED, mcnemar_by_seed(sweep.results, predictions))
+    nb_path = root / layout.NOTEBOOK
     nb = build_notebook(sweep.path, alpha=alpha, n_boot=n_boot)
     error = None
     if execute:
         try:
-            nb = execute_notebook(nb, out, timeout=timeout, save_to=nb_path)
+            nb = execute_notebook(nb, root / layout.ANALYSIS, timeout=timeout, save_to=nb_path)
         except RuntimeError as err:
             error = err
     if not execute or error is not None:
         figures.make_figures(sweep.results, sweep.importance, summary, stats, fig_dir, alpha)
-    figs = {Path(n).stem: fig_dir / n for n in figures.FIGURE_FILES if (fig_dir / n).exists()}
+    figs = {stem: figures.figure_path(root, stem) for stem in figures.FIGURES
+            if figures.figure_path(root, stem).exists()}
     report = build_report(sweep.name, sweep.results, stats, summary, sweep.importance, sweep.notes, alpha, figs)
-    paths["report"] = write_text(out / "report.md", report)
+    paths["report"] = write_text(root / layout.REPORT, report)
     if error is not None:
         raise error  # the failed notebook was saved by execute_notebook
     paths["notebook"] = _write_nb(nb_path, nb)

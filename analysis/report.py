@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import math
 
+from pathlib import Path
+
 import pandas as pd
+
+from trials import layout
 
 from .compare import power_warnings, primary
 from .importance import consistent_heads, rank_stability, stability_summary
@@ -130,7 +134,7 @@ def build_report(name: str, results: pd.DataFrame, stats: pd.DataFrame, summary:
             "deviation. The per-example results (McNemar pooled over seeds, paired bootstrap over examples) are a "
             "secondary family: they ask whether these particular fine-tuned models differ on this evaluation set, "
             "not whether the training procedure does, so they are much more sensitive and say less. "
-            "All numbers are in stats.csv.", ""]
+            f"All numbers are in {Path(layout.STATS).name}.", ""]
     warn = list(notes) + power_warnings(stats, alpha)
     if warn:
         out += ["## Notes and warnings", ""] + [f"- {w}" for w in warn] + [""]

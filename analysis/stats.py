@@ -17,7 +17,7 @@ from scipy import stats as st
 from statsmodels.stats.contingency_tables import mcnemar as _sm_mcnemar
 from statsmodels.stats.multitest import multipletests
 
-from .load import CONDITION
+from trials.schema import CONDITION, SUMMARY_COLUMNS
 
 # Below this many discordant pairs the chi-square approximation of McNemar is
 # poor, so the exact binomial version is used (a common rule of thumb).
@@ -52,7 +52,7 @@ def summarize(results: pd.DataFrame, metric: str = "accuracy", conf: float = 0.9
         rows.append({**dict(zip(cols, key)), "metric": metric, "n": len(x), "mean": mean, "std": std,
                      "sem": std / math.sqrt(len(x)) if len(x) > 1 else math.nan, "ci_low": lo, "ci_high": hi,
                      "seeds": ",".join(str(s) for s in sorted(g["seed"]))})
-    return pd.DataFrame(rows, columns=cols + ["metric", "n", "mean", "std", "sem", "ci_low", "ci_high", "seeds"])
+    return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
 
 
 def cohens_dz(d) -> float:

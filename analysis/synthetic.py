@@ -23,10 +23,12 @@ import numpy as np
 import pandas as pd
 from scipy import stats as st
 
+from trials import layout
+from trials.schema import IMPORTANCE_COLUMNS, STRATEGY_ORDER, result_row
+
 from .load import write_csv, write_text
 
 DEFAULT_MODELS = {"gpt2": (4, 4), "distilbert": (3, 4)}  # label -> (layers, heads per layer)
-STRATEGIES = ("none", "top", "bottom", "random", "single-head")
 
 
 def default_effect(model: str, strategy: str, k_fraction: float, recovery_epochs: float, arch: str) -> float:
@@ -84,7 +86,7 @@ def _removed(rng, strategy: str, k: int, scores: np.ndarray) -> list:
     return sorted([int(l), int(h)] for l, h in out)
 
 
-def synthetic_sweep(rng: np.random.Generator, *, models: dict | None = None, strategies=STRATEGIES,
+def synthetic_sweep(rng: np.random.Generator, *, models: dict | None = None, strategies=STRATEGY_ORDER,
                     k_fractions=(0.25, 0.5), seeds=(0, 1, 2, 3, 4), recovery_epochs=(0,),
                     single_head_arch: bool = True, effect=default_effect, base_accuracy: float = 0.85,
                     seed_sd: float = 0.01, trial_sd: float = 0.005, n_eval: int = 300,
@@ -132,31 +134,34 @@ def synthetic_sweep(rng: np.random.Generator, *, models: dict | None = None, str
                 f1 = float(2 * tp / max(1, np.sum(pred == 1) + np.sum(labels == 1)))
             else:
                 acc, f1 = p, p - 0.01
-            rows.append({"model": model, "arch": arch, "variant": variant, "strategy": strat, "k": k,
-                         "k_fraction": k / total, "per_layer": False, "seed": int(s), "recovery_epochs": rec,
-                         "accuracy": acc, "f1": f1, "loss": float(-np.log(max(acc, 1e-3))), "n_eval": n_eval,
-                         "heads_total": heads, "heads_kept": heads - len(removed),
-                         "heads_removed": json.dumps(removed), "trial_key": key, "status": "ok"})
-    return SyntheticSweep(results=pd.DataFrame(rows), importance=pd.concat(imps, ignore_index=True), predictions=preds)
+            # Built by the same schema as a real trial's row (trials/schema.py).
+            rows.append(result_row(
+                model=model, arch=arch, variant=variant, strategy=strat, k=k, k_fraction=k / total,
+                per_layer=False, seed=int(s), recovery_epochs=rec, accuracy=acc, f1=f1,
+                loss=float(-np.log(max(acc, 1e-3))), n_eval=n_eval, heads_total=heads,
+                heads_kept=heads - len(removed), heads_removed=json.dumps(removed), trial_key=key,
+                k_requested=json.dumps(k), stage="A" if strat == "none" and rec == 0 else "B"))
+    importance = pd.concat(imps, ignore_index=True)[IMPORTANCE_COLUMNS]
+    return SyntheticSweep(results=pd.DataFrame(rows), importance=importance, predictions=preds)
 
 
 def write_sweep(path, sweep: SyntheticSweep, *, predictions: bool = True, importance: bool = True,
                 spec: bool = True, name: str = "synthetic") -> Path:
-    """Lay a SyntheticSweep out as a sweep directory (the contract's file names)."""
+    """Lay a SyntheticSweep out as a sweep directory (trials/layout.py's names)."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     r = sweep.results
-    r.to_parquet(path / "results.parquet", index=False)
-    write_csv(path / "results.csv", r)
+    r.to_parquet(path / layout.RESULTS, index=False)
+    write_csv(path / layout.RESULTS_CSV, r)
     if importance and len(sweep.importance):
-        sweep.importance.to_parquet(path / "importance.parquet", index=False)
+        sweep.importance.to_parquet(path / layout.IMPORTANCE, index=False)
     if predictions and sweep.predictions:
-        (path / "predictions").mkdir(exist_ok=True)
+        (path / layout.PREDICTIONS).mkdir(exist_ok=True)
         for key, df in sweep.predictions.items():
-            df.to_parquet(path / "predictions" / f"{key}.parquet", index=False)
+            df.to_parquet(path / layout.predictions_file(key), index=False)
     if spec:
         ks = sorted({float(x) for x in r["k_fraction"]} - {0.0})
-        write_text(path / "spec.yaml", "\n".join([
+        write_text(path / layout.SPEC, "\n".join([
             f"name: {name}", f"models: {json.dumps([{'name': m} for m in sorted(r['model'].unique())])}",
             f"strategies: {json.dumps(sorted(r['strategy'].unique()))}", f"k: {json.dumps(ks)}",
             f"seeds: {json.dumps(sorted(int(s) for s in r['seed'].unique()))}", ""]))

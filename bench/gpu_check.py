@@ -7,7 +7,7 @@
    table by GPU name; null for GPUs not in it). Timed between ``torch.cuda.synchronize()`` calls,
    after a warm-up run.
 2. Four stage-B trials sharing the GPU (``resources.prune.gpu: 0.25``) through the orchestrator
-   (``orchestrator.app.plan`` + ``execute``) after a tiny stage A: rows, precision, and how far
+   (``orchestrator.plan.plan_file`` + ``driver.run_sweep``) after a tiny stage A: rows, precision, and how far
    the four trials overlapped in time.
 
 Prints one JSON line. Exits 2 with a clear message when no CUDA device is present
@@ -28,6 +28,8 @@ from contextlib import redirect_stdout
 from pathlib import Path
 
 from _common import emit, log, machine, now_utc, quiet
+
+from trials import layout  # noqa: E402 (after _common puts the checkout on sys.path)
 
 # Peak dense (no sparsity) tensor-core FLOP/s for bf16 / fp16, per GPU. First match wins, so the
 # more specific names come first. None: the GPU has no such tensor-core format.
@@ -132,7 +134,8 @@ def shared_gpu_trials(args, smoke: bool) -> dict:
     """Tiny stage A, then four stage-B trials with ``gpu: 0.25`` each, through the orchestrator."""
     import pandas as pd
 
-    from orchestrator import app
+    from orchestrator.driver import run_sweep
+    from orchestrator.plan import plan_file
     tmp = Path(tempfile.mkdtemp(prefix="hs-gpucheck-"))
     os.environ["HEADSWEEP_CACHE"] = str(tmp / "cache")
     gpus = 0 if smoke else 1
@@ -148,20 +151,20 @@ def shared_gpu_trials(args, smoke: bool) -> dict:
         "max_failures": 0, "storage": str(tmp / "sweeps"),
     }
     try:
-        pl = app.plan(raw, storage=str(tmp / "sweeps"))
+        pl = plan_file(raw, storage=str(tmp / "sweeps"))
         msgs = io.StringIO()
         t0 = time.perf_counter()
         with redirect_stdout(sys.stderr):
-            counts = app.execute(pl, address=None, cpus=max(4, os.cpu_count() or 4) if not smoke else 2,
+            counts = run_sweep(pl, address=None, cpus=max(4, os.cpu_count() or 4) if not smoke else 2,
                                  gpus=gpus, out=msgs)
         wall = time.perf_counter() - t0
         root = Path(pl.store.root)
-        df = pd.read_parquet(root / "results.parquet")
+        df = pd.read_parquet(root / layout.RESULTS)
         b = df[df["stage"] == "B"]
         spans = []
         for key in b["trial_key"]:
-            started = json.loads((root / "trials" / key / "status.json").read_text())["started"]
-            spans.append((started, (root / "trials" / key / "result.json").stat().st_mtime))
+            started = json.loads((root / layout.status_file(key)).read_text())["started"]
+            spans.append((started, (root / layout.result_file(key)).stat().st_mtime))
         busy = sum(e - s for s, e in spans)
         window = max(e for _, e in spans) - min(s for s, _ in spans) if spans else 0.0
         return {

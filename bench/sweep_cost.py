@@ -5,8 +5,8 @@ values (14 trials per seed, 42 in all), SST-2 from ../shared/data/sst2 when pres
 synthetic set), fine-tunes of ~20 s each (``--finetune-seconds``; the training rows are
 calibrated on this machine first). ``--quick``: 2 seeds and ~4-5 s fine-tunes, said so in the JSON.
 
-- two-stage: the real orchestrator, ``orchestrator.app.plan(raw, storage=tmp)`` then
-  ``orchestrator.app.execute(plan, address=None, cpus=2, gpus=0)``: 3 fine-tunes (stage A) and
+- two-stage: the real orchestrator, ``orchestrator.plan.plan_file(raw, storage=tmp)`` then
+  ``orchestrator.driver.run_sweep(plan, address=None, cpus=2, gpus=0)``: 3 fine-tunes (stage A) and
   39 stage-B trials on their checkpoints, each released as soon as its checkpoint exists.
 - naive: what a plain Ray Tune grid (or the seed study) does: ``ray.tune.Tuner`` over the same
   42 trials, ``tune.with_resources`` at the same per-trial resources, ``reuse_actors=True``, where
@@ -33,6 +33,8 @@ from contextlib import redirect_stdout
 from pathlib import Path
 
 from _common import finish, log, quiet, sst2_dir
+
+from trials import layout  # noqa: E402 (after _common puts the checkout on sys.path)
 
 STRATEGIES = ["none", "single-head", "top", "bottom", "random"]
 K = [0.125, 0.25, 0.5, 0.75]          # 2, 4, 8, 12 of the preset's 16 heads
@@ -117,7 +119,7 @@ def run_naive(specs: list, tmp: Path, cpus: int, resources: dict) -> tuple[float
     import ray
     from ray import tune
 
-    from orchestrator.app import start_ray
+    from orchestrator.driver import start_ray
     from trials.spec import to_dict
     jobs = {s.key: {"spec": to_dict(s), "out": str(tmp / "naive_out"), "cwd": os.getcwd()} for s in specs}
     t0 = time.perf_counter()
@@ -144,14 +146,15 @@ def run_naive(specs: list, tmp: Path, cpus: int, resources: dict) -> tuple[float
 def run_two_stage(raw: dict, tmp: Path, cpus: int) -> tuple[float, "object", dict]:
     import pandas as pd
 
-    from orchestrator import app
-    pl = app.plan(raw, storage=str(tmp / "sweeps"))
+    from orchestrator.driver import run_sweep
+    from orchestrator.plan import plan_file
+    pl = plan_file(raw, storage=str(tmp / "sweeps"))
     msgs = io.StringIO()
     t0, epoch0 = time.perf_counter(), time.time()
-    counts = app.execute(pl, address=None, cpus=cpus, gpus=0, out=msgs)
+    counts = run_sweep(pl, address=None, cpus=cpus, gpus=0, out=msgs)
     wall = time.perf_counter() - t0
     root = Path(pl.store.root)
-    df = pd.read_parquet(root / "results.parquet")
+    df = pd.read_parquet(root / layout.RESULTS)
     return wall, df, {"counts": counts, "stage_a": len(pl.stage_a), "stage_b": len(pl.stage_b),
                       "log": msgs.getvalue().strip().splitlines(),
                       "breakdown": breakdown(root, pl, epoch0, wall)}
@@ -164,8 +167,8 @@ def breakdown(root: Path, pl, epoch0: float, wall: float) -> dict:
     import json
 
     def span(specs):
-        s = [json.loads((root / "trials" / x.key / "status.json").read_text())["started"] for x in specs]
-        e = [(root / "trials" / x.key / "result.json").stat().st_mtime for x in specs]
+        s = [json.loads((root / layout.status_file(x.key)).read_text())["started"] for x in specs]
+        e = [(root / layout.result_file(x.key)).stat().st_mtime for x in specs]
         return min(s) - epoch0, max(e) - epoch0, sum(b - a for a, b in zip(s, e))
     a0, a1, a_busy = span(pl.stage_a)
     b0, b1, b_busy = span(pl.stage_b)
@@ -206,8 +209,8 @@ def main(argv=None) -> int:
             args.train_limit = calib["train_limit"]
             log(f"calibration: {calib}")
         raw = sweep_dict(args, str(tmp / "sweeps"))
-        from orchestrator import app
-        pl = app.plan(raw, storage=str(tmp / "sweeps"))
+        from orchestrator.plan import plan_file
+        pl = plan_file(raw, storage=str(tmp / "sweeps"))
         specs = list(pl.stage_a) + list(pl.stage_b)      # the naive grid: the same 42 (28) trials
         n_trials = len(specs)
         log(f"grid: {len(pl.stage_a)} stage-A + {len(pl.stage_b)} stage-B = {n_trials} trials; "

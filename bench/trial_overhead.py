@@ -1,9 +1,9 @@
 """Ray Tune overhead per trial, through the orchestrator's own machinery, and a state-leak check.
 
 1. One quick stage-A fine-tune (tiny GPT-2 preset, synthetic data) via
-   ``orchestrator.execute.run_stage("stage_a", ...)`` gives a checkpoint.
+   ``orchestrator.tune.fit_stage("stage_a", ...)`` gives a checkpoint.
 2. N trivially cheap stage-B trials (distinct strategy/K on that checkpoint, 64 eval examples)
-   run via ``run_stage("stage_b", ...)``: the real ``trainable``, ``reuse_actors=True``,
+   run via ``fit_stage("stage_b", ...)``: the real ``trainable``, ``reuse_actors=True``,
    ``{"cpu": 1}`` each on a 2-CPU local Ray started like ``headsweep run`` starts it.
 3. One trial's compute = median of a few in-process ``trials.run.run_prune`` calls (warm).
 
@@ -13,12 +13,12 @@ spread over the 2 slots; ``overhead_per_trial_s`` removes that too). A stage of 
 run just before splits that into a fixed cost per stage (Tuner set-up, fresh worker processes
 importing torch/transformers, tear-down) and a marginal cost per extra trial.
 
-Leak check: the same ``run_stage`` Tuner (``reuse_actors=True``) with its trainable wrapped by a
+Leak check: the same ``fit_stage`` Tuner (``reuse_actors=True``) with its trainable wrapped by a
 checker that, at the START of each trial, asserts that a model cached in the worker process by an
 earlier trial has no forward (pre-)hooks left, that accelerate's ``AcceleratorState`` /
 ``GradientState`` shared state is empty and (on a GPU) that no CUDA memory is still allocated;
 each trial then masks heads on the cached model inside ``accelerator_scope`` and runs the real
-trial (``orchestrator.execute.trainable``). ``leaks`` counts failed checks; ``reused`` counts
+trial (``orchestrator.worker.trainable``). ``leaks`` counts failed checks; ``reused`` counts
 trials that found an earlier trial's cached model, i.e. really shared a worker process.
 
     python bench/trial_overhead.py --quick
@@ -42,17 +42,17 @@ LEAK_DIR = "bench_leaks"
 
 
 def leak_checking_trainable(config: dict, trials: dict) -> None:
-    """Wraps ``orchestrator.execute.trainable``: check for leftovers first, then run the trial."""
+    """Wraps ``orchestrator.worker.trainable``: check for leftovers first, then run the trial."""
     import sys as _sys
     import types
 
     import torch
     from accelerate.state import AcceleratorState, GradientState, PartialState
 
-    import orchestrator.execute as ex
+    import orchestrator.tune as tn
     import trials as T
+    from trials import layout
     from trials.data import Encoded, read_split
-    from trials.spec import from_dict
     from trials.train import accelerator_scope, evaluate
 
     t_start = time.time()
@@ -73,11 +73,11 @@ def leak_checking_trainable(config: dict, trials: dict) -> None:
     if torch.cuda.is_available() and torch.cuda.memory_allocated():
         problems.append(f"{torch.cuda.memory_allocated()} bytes of CUDA memory still allocated")
     reused = model is not None
-    spec = from_dict(trial["spec"])
+    spec = trial["spec"]
     ft = spec.finetune
     sweep = Path(trial["sweep"])
     if model is None:
-        model, tok = T.load_model(str(sweep / "checkpoints" / ft.checkpoint_name), ft.data.num_labels)
+        model, tok = T.load_model(str(sweep / layout.checkpoint_dir(ft.checkpoint_name)), ft.data.num_labels)
         df = read_split(ft.data, "eval").iloc[:32]
         cache.model, cache.data, cache.pad = model, Encoded(df, tok, ft.data.max_length), tok.pad_token_id
     # what a trial does to a model, on the cached one: mask heads, evaluate inside a scope
@@ -90,7 +90,7 @@ def leak_checking_trainable(config: dict, trials: dict) -> None:
     record = {"pid": os.getpid(), "reused": reused, "problems": problems, "start": t_start}
     t0 = time.time()
     try:
-        ex.__dict__.get("_real_trainable", ex.trainable)(config, trials)
+        tn.__dict__.get("_real_trainable", tn.trainable)(config, trials)
     finally:
         record.update(trainable_s=time.time() - t0, end=time.time())
         (out / f"{config['key']}.json").write_text(json.dumps(record))
@@ -122,16 +122,18 @@ def main(argv=None) -> int:
     import ray
     import torch
 
-    import orchestrator.execute as ex
-    from orchestrator.app import start_ray
+    import orchestrator.tune as tn
+    import orchestrator.worker as wk
+    from orchestrator.driver import start_ray
     from orchestrator.storage import Store
+    from trials import layout
     from trials.run import run_prune
     t_start = time.perf_counter()
     torch.set_num_threads(1)
 
     tmp = Path(tempfile.mkdtemp(prefix="hs-overhead-"))
     os.environ["HEADSWEEP_CACHE"] = str(tmp / "cache")
-    ex.CACHE = tmp / "cache"
+    wk.CACHE = tmp / "cache"
     result = {"benchmark": "trial_overhead"}
     try:
         n_small = 4
@@ -142,8 +144,8 @@ def main(argv=None) -> int:
         resources = {"cpu": 1}
         slots = args.cpus // resources["cpu"]
         with Clock() as c_a, redirect_stdout(sys.stderr):
-            ex.run_stage("stage_a", [ft], store, resources, 0)
-        ckpt = tmp / "sweep" / "checkpoints" / ft.checkpoint_name
+            tn.fit_stage("stage_a", [ft], store, resources, 0)
+        ckpt = tmp / "sweep" / layout.checkpoint_dir(ft.checkpoint_name)
         if not ckpt.exists():
             raise SystemExit(f"stage A produced no checkpoint ({ckpt}); see {tmp}")
         log(f"ray start {c_ray.s:.1f}s, stage A {c_a.s:.1f}s")
@@ -161,26 +163,26 @@ def main(argv=None) -> int:
         # cost per trial from the two wall times
         small = specs[max(n, n_leak):max(n, n_leak) + n_small]
         with Clock() as c_s, redirect_stdout(sys.stderr):
-            ex.run_stage("stage_b_small", small, store, resources, 0)
+            tn.fit_stage("stage_b_small", small, store, resources, 0)
         with Clock() as c_b, redirect_stdout(sys.stderr):
-            ex.run_stage("stage_b", specs[:n], store, resources, 0)
-        done = sum(store.exists(f"trials/{s.key}/result.json") for s in specs[:n])
+            tn.fit_stage("stage_b", specs[:n], store, resources, 0)
+        done = sum(store.exists(layout.result_file(s.key)) for s in specs[:n])
         log(f"stage B: {n} trials in {c_b.s:.1f}s ({done} results)")
 
         # leak check: same Tuner setup, trainable wrapped by the checker
         store2 = Store(tmp / "sweep2")
-        shutil.copytree(tmp / "sweep" / "checkpoints", tmp / "sweep2" / "checkpoints")
-        ex._real_trainable = ex.trainable
-        ex.trainable = leak_checking_trainable
+        shutil.copytree(tmp / "sweep" / layout.CHECKPOINTS, tmp / "sweep2" / layout.CHECKPOINTS)
+        tn._real_trainable = tn.trainable
+        tn.trainable = leak_checking_trainable
         try:
             with Clock() as c_l, redirect_stdout(sys.stderr):
-                ex.run_stage("stage_b_leakcheck", specs[:n_leak], store2, resources, 0)
+                tn.fit_stage("stage_b_leakcheck", specs[:n_leak], store2, resources, 0)
         finally:
-            ex.trainable = ex._real_trainable
-            del ex._real_trainable
+            tn.trainable = tn._real_trainable
+            del tn._real_trainable
         records = [json.loads(f.read_text()) for f in sorted((tmp / "sweep2" / LEAK_DIR).glob("*.json"))]
         leaks = sum(bool(r["problems"]) for r in records)
-        done_leak = sum(store2.exists(f"trials/{s.key}/result.json") for s in specs[:n_leak])
+        done_leak = sum(store2.exists(layout.result_file(s.key)) for s in specs[:n_leak])
         log(f"leak check: {len(records)} trials, {leaks} with leftovers, "
             f"{sum(r['reused'] for r in records)} on a reused worker ({c_l.s:.1f}s)")
 

@@ -4,13 +4,13 @@ All run before anything is launched or written; each problem is one line (key an
 """
 from __future__ import annotations
 
-import difflib
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from orchestrator.sweep import STORAGE_SCHEMES, UNSUPPORTED_SCHEME, Problems, Sweep
 from trials.errors import UserError
+from trials.schema import REMOVAL_STRATEGIES
 
 # Used only when the hub cannot be reached (offline validation): published architectures.
 KNOWN_HUB_HEADS = {
@@ -52,15 +52,9 @@ def hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
 
 def model_heads(name: str, trust_remote_code: bool = False) -> Heads:
     """Layer/head counts from a preset, a local directory or the hub (config only, no weights)."""
-    from trials.models import PRESET_PREFIX, PRESETS
+    from trials.presets import PRESET_PREFIX, preset_config
     if name.startswith(PRESET_PREFIX):
-        preset = name[len(PRESET_PREFIX):]
-        if preset not in PRESETS:
-            close = difflib.get_close_matches(preset, list(PRESETS), n=1)
-            hint = f"; did you mean '{PRESET_PREFIX}{close[0]}'?" if close else ""
-            raise UserError("name", name, f"unknown preset; available: "
-                                          f"{', '.join(PRESET_PREFIX + k for k in PRESETS)}{hint}")
-        cfg = PRESETS[preset][0](100, pad_token_id=0, bos_token_id=0, eos_token_id=0)
+        cfg = preset_config(name)
     else:
         from transformers import AutoConfig
         local = os.path.exists(os.path.expanduser(name))
@@ -102,7 +96,7 @@ def check_models(sweep: Sweep, p: Problems) -> dict[str, Heads]:
                 os.path.expanduser(m.tokenizer)):
             p.add(f"models[{i}].tokenizer", m.tokenizer, "no such tokenizer directory")
         heads[m.label] = h
-        if any(s in sweep.strategies for s in ("top", "bottom", "random")):
+        if any(s in sweep.strategies for s in REMOVAL_STRATEGIES):
             for j, k in enumerate(sweep.k):
                 if not k:
                     continue
@@ -116,8 +110,8 @@ def check_models(sweep: Sweep, p: Problems) -> dict[str, Heads]:
 def check_importance(sweep: Sweep, p: Problems) -> None:
     from trials.importance import IMPORTANCE_METHODS
     if sweep.importance.method not in IMPORTANCE_METHODS:
-        p.add("importance.method", sweep.importance.method,
-              f"unknown importance method; available: {', '.join(sorted(IMPORTANCE_METHODS))}")
+        e = IMPORTANCE_METHODS.error(sweep.importance.method)
+        p.add(e.key, e.value, e.problem)
 
 
 def check_data(sweep: Sweep, p: Problems) -> None:

@@ -1,4 +1,4 @@
-"""``headsweep`` command line (DESIGN.md "CLI").
+"""``headsweep`` command line (docs/design.md "CLI").
 
     headsweep run [SWEEP.yaml] [--storage DIR] [--address ADDR] [--gpus N] [--cpus N] [--no-analysis]
     headsweep resume SWEEP_DIR
@@ -16,37 +16,33 @@ import re
 import sys
 import time
 
-from orchestrator import app
+from orchestrator import checks
+from orchestrator.plan import Refused, demo_path, plan_file, resume_plan
+from trials import layout
 from trials.errors import UserError
 
 EXIT_OK, EXIT_TRIALS_FAILED, EXIT_USAGE = 0, 1, 2
 
 
+# argparse's messages, as ``key: problem (got value)``: (pattern, how to say it).
+_USAGE = [
+    (r"argument (\S+): invalid choice: '?([^' ]*)'? \(choose from (.*)\)$",
+     lambda m: f"{m[1]}: unknown {'command' if m[1] == 'COMMAND' else 'choice'}; choose from "
+               f"{m[3].replace(chr(39), '')} (got {m[2]!r})"),
+    (r"argument (\S+?)(?:/\S+)?: expected one argument$", lambda m: f"{m[1]}: needs a value (got nothing)"),
+    (r"argument (\S+?)(?:/\S+)?: ignored explicit argument (.*)$", lambda m: f"{m[1]}: takes no value (got {m[2]})"),
+    (r"argument (\S+?)(?:/\S+)?: invalid \S+ value: (.*)$", lambda m: f"{m[1]}: invalid value (got {m[2]})"),
+    (r"argument (\S+?)(?:/\S+)?: (.*)$", lambda m: f"{m[1]}: {m[2]}"),
+    (r"the following arguments are required: (.*)$", lambda m: f"{m[1]}: required argument missing (got nothing)"),
+    (r"unrecognized arguments: (.*)$", lambda m: f"{m[1].split()[0]}: unrecognized argument (got {m[1]!r})"),
+]
+
+
 def _usage_problem(message: str) -> str:
-    """argparse's message as ``key: problem (got value)``."""
-    m = re.match(r"argument (\S+): invalid choice: '?([^' ]*)'? \(choose from (.*)\)$", message)
-    if m:
-        what = "command" if m.group(1) == "COMMAND" else "choice"
-        choices = m.group(3).replace("'", "")
-        return f"{m.group(1)}: unknown {what}; choose from {choices} (got {m.group(2)!r})"
-    m = re.match(r"argument (\S+?)(?:/\S+)?: expected one argument$", message)
-    if m:
-        return f"{m.group(1)}: needs a value (got nothing)"
-    m = re.match(r"argument (\S+?)(?:/\S+)?: ignored explicit argument (.*)$", message)
-    if m:
-        return f"{m.group(1)}: takes no value (got {m.group(2)})"
-    m = re.match(r"argument (\S+?)(?:/\S+)?: invalid \S+ value: (.*)$", message)
-    if m:
-        return f"{m.group(1)}: invalid value (got {m.group(2)})"
-    m = re.match(r"argument (\S+?)(?:/\S+)?: (.*)$", message)
-    if m:
-        return f"{m.group(1)}: {m.group(2)}"
-    m = re.match(r"the following arguments are required: (.*)$", message)
-    if m:
-        return f"{m.group(1)}: required argument missing (got nothing)"
-    m = re.match(r"unrecognized arguments: (.*)$", message)
-    if m:
-        return f"{m.group(1).split()[0]}: unrecognized argument (got {m.group(1)!r})"
+    for pattern, say in _USAGE:
+        m = re.match(pattern, message)
+        if m:
+            return say(m)
     return message
 
 
@@ -109,7 +105,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _mode(args) -> tuple[str | None, dict]:
     address = args.address or os.environ.get("RAY_ADDRESS")
-    cpus, gpus = app.checks.local_capacity(args.cpus, args.gpus)
+    cpus, gpus = checks.local_capacity(args.cpus, args.gpus)
     return address, {"cpus": cpus, "gpus": gpus, "cluster": bool(address)}
 
 
@@ -124,13 +120,14 @@ def _analyze(sweep_dir: str, execute: bool = True) -> dict:
 
 
 def _run(pl, args, restore: bool) -> int:
+    from orchestrator.driver import run_sweep
     address, local = _mode(args)
     _print_warnings(pl)
     t0 = time.time()
-    summary = app.execute(pl, address=address, cpus=local["cpus"], gpus=local["gpus"], restore=restore)
+    summary = run_sweep(pl, address=address, cpus=local["cpus"], gpus=local["gpus"], restore=restore)
     done = summary.get("done", summary["trials"])
     print(f"headsweep: {done} of {summary['trials']} trials done in {time.time() - t0:.0f} s; "
-          f"results: {pl.store.uri('results.parquet')}")
+          f"results: {pl.store.uri(layout.RESULTS)}")
     if summary["errored"]:
         print(f"headsweep: {summary['errored']} trials errored ({summary['skipped']} skipped); "
               f"see: headsweep status {pl.store.root}", file=sys.stderr)
@@ -156,31 +153,33 @@ def main(argv=None) -> int:
         return e.code if isinstance(e.code, int) else (EXIT_OK if e.code is None else EXIT_USAGE)
     try:
         if args.command == "validate":
-            pl = app.plan(args.sweep)
+            pl = plan_file(args.sweep)
             _print_warnings(pl)
             print(f"ok: {pl.sweep.name}: {len(pl.stage_a)} stage-A fine-tunes, {len(pl.stage_b)} "
                   f"stage-B trials -> {pl.store.root}")
             return EXIT_OK
         if args.command == "run":
             _, local = _mode(args)
-            path = args.sweep or app.demo_path()
-            pl = app.plan(path, storage=args.storage, local=local)
+            path = args.sweep or demo_path()
+            pl = plan_file(path, storage=args.storage, local=local)
             return _run(pl, args, restore=False)
         if args.command == "resume":
             _, local = _mode(args)
-            pl = app.resume_plan(args.sweep_dir, local)
+            pl = resume_plan(args.sweep_dir, local)
             return _run(pl, args, restore=True)
         if args.command == "status":
-            r = app.status(args.sweep_dir)
-            print(app.json_dumps(r) if args.json else app.format_status(r))
+            from orchestrator.status import format_status, status_json, sweep_status
+            r = sweep_status(args.sweep_dir)
+            print(status_json(r) if args.json else format_status(r))
             return EXIT_OK
         if args.command == "analyze":
-            sweep_dir = app.local_copy(args.sweep_dir, args.to)
+            from orchestrator.sweepdir import local_copy
+            sweep_dir = local_copy(args.sweep_dir, args.to)
             paths = _analyze(sweep_dir, execute=not args.no_execute)
             for k, v in paths.items():
                 print(f"{k}: {v}")
             return EXIT_OK
-    except app.Refused as e:
+    except Refused as e:
         for line in e.lines:
             print(f"error: {line}", file=sys.stderr)
         return EXIT_USAGE

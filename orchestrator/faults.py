@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import os
 
+from trials import layout
+
 ENV = "HEADSWEEP_FAULT"
 
 
@@ -48,7 +50,7 @@ def maybe_inject(spec, store, rules: str) -> None:
         elif mode == "crash":
             raise InjectedFault(f"injected fault ({rule}) in trial {spec.key}")
         elif mode in ("crash-once", "exit-once"):
-            marker = f".faults/{spec.key}.{mode}"
+            marker = layout.fault_marker(spec.key, mode)
             if store.exists(marker):
                 continue
             store.write_bytes(marker, b"1")

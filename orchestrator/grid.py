@@ -14,8 +14,6 @@ from orchestrator.sweep import Sweep
 from trials.spec import FinetuneSpec, ModelSpec, PruneSpec
 from trials.strategies import resolve_k
 
-REMOVAL = ("top", "bottom", "random")
-
 
 def variants(sweep: Sweep) -> list[ModelSpec]:
     out = list(sweep.models)
@@ -70,3 +68,13 @@ def duplicate_k_notes(sweep: Sweep, heads: dict[str, Heads]) -> list[str]:
                 n = resolve_k(k, h.n_layers, h.n_heads, sweep.per_layer)
                 notes.append(f"k: {k!r} removes {n} heads of {label}, like an earlier K; run once")
     return notes
+
+
+def trial_name(spec) -> str:
+    """A short readable name (Ray's trial name, grid.json, status): stage, variant, strategy, K,
+    seed, recovery, and the key's first digits."""
+    if isinstance(spec, PruneSpec):
+        ft = spec.finetune
+        rec = f"-r{spec.recovery_epochs:g}" if spec.recovery_epochs else ""
+        return f"B-{ft.model.variant}-{spec.strategy}-k{spec.k}-s{ft.seed}{rec}-{spec.key[:6]}"
+    return f"A-{spec.model.variant}-s{spec.seed}-{spec.key[:6]}"

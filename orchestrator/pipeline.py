@@ -1,6 +1,6 @@
 """Stage B beside stage A: release each stage-B trial as soon as its stage-A checkpoint exists.
 
-Stage B stays its own Ray Tune experiment (restorable on its own, DESIGN.md), but its Tuner runs
+Stage B stays its own Ray Tune experiment (docs/design.md "Stages"), but its Tuner runs
 in a driver thread while stage A's still runs, and its trials come from ``ReadyFirst`` instead of
 a fixed grid. Without this, a stage-B slot waits for the slowest fine-tune: 3 fine-tunes on 2
 slots leave one slot idle for a whole fine-tune, and the hand-over between two Tuners costs
@@ -11,7 +11,7 @@ Two rules keep this safe:
   waits inside a slot (which could starve a stage-A retry of resources);
 - nothing is released while a stage-A trial has not started yet (no ``status.json``), so stage B
   never delays a fine-tune that is waiting for a slot; it only fills slots stage A leaves idle.
-When the driver marks stage A as over (``OVER``), trials whose checkpoint never appeared (their
+When the driver marks stage A as over (``layout.stage_over_marker``), trials whose checkpoint never appeared (their
 fine-tune errored) are not released: the searcher finishes and the driver counts them as skipped.
 """
 from __future__ import annotations
@@ -22,8 +22,7 @@ import time
 from ray.tune.search import ConcurrencyLimiter, SearchGenerator, Searcher
 
 from orchestrator.storage import Store
-
-OVER = "ray/stage_a.over"   # written by the driver when stage A's Tuner has returned
+from trials import layout
 
 
 class ReadyFirst(Searcher):
@@ -47,13 +46,13 @@ class ReadyFirst(Searcher):
         """Re-read which checkpoints exist (at most every ``poll_s``: a store may be S3).
         Returns whether stage A is over."""
         store = Store(self.sweep)
-        over = store.exists(OVER)
+        over = store.exists(layout.stage_over_marker("stage_a"))
         if time.monotonic() - self._checked >= self.poll_s or over:
             self._checked = time.monotonic()
             for a in self.stage_a:
-                if a not in self._started and store.exists(f"trials/{a}/status.json"):
+                if a not in self._started and store.exists(layout.status_file(a)):
                     self._started.add(a)
-                if a not in self._ready and store.exists(f"trials/{a}/result.json"):
+                if a not in self._ready and store.exists(layout.result_file(a)):
                     self._ready.add(a)
         return over
 

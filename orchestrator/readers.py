@@ -1,6 +1,7 @@
 """Typed readers for YAML sections: every problem becomes one line, ``key: problem (got value)``.
 
-Generic pieces of the sweep-file parser (orchestrator/sweep.py holds the schema itself).
+Generic pieces of the sweep-file parser: orchestrator/sweep.py holds the file's structure, the
+dataclasses of trials/spec.py and orchestrator/sweep.py the defaults and rules of its keys.
 """
 from __future__ import annotations
 
@@ -122,24 +123,29 @@ def string(key, v, p, choices=None):
     return v
 
 
-def read_fields(cls, section: dict, where: str, p: Problems, rules: dict) -> dict:
-    """Read a dataclass section with per-field rules: (kind, kwargs)."""
-    names = [f.name for f in dataclasses.fields(cls)]
-    unknown_keys(section, names + list(rules.get("_extra", ())), f"{where}.", p)
+def read_fields(cls, section: dict, where: str, p: Problems, extra: tuple = ()) -> dict:
+    """Read a sweep-file section into keyword arguments for the dataclass ``cls``.
+
+    Each field's rule comes from its metadata (``trials.spec.num`` / ``flag`` / ``text``); keys
+    the file leaves out keep the dataclass default. ``extra``: other keys the caller reads.
+    """
+    fields = [f for f in dataclasses.fields(cls) if f.init and not f.metadata.get("internal")]
+    unknown_keys(section, [f.name for f in fields] + list(extra), f"{where}.", p)
     out = {}
-    for name in names:
-        if name not in section:
+    for f in fields:
+        if f.name not in section:
             continue
-        v, key = section[name], f"{where}.{name}"
-        kind, kw = rules.get(name, ("str", {}))
+        v, key = section[f.name], f"{where}.{f.name}"
+        rule = {name: arg for name, arg in f.metadata.items() if name != "kind"}
+        kind = f.metadata.get("kind", "str")
         if kind == "num":
-            v = number(key, v, p, **kw)
+            v = number(key, v, p, **rule)
         elif kind == "bool":
             v = boolean(key, v, p)
         else:
-            v = string(key, v, p, **kw) if not (v is None and kw.get("allow_none")) else None
-        if v is not None or rules.get(name, ("", {}))[1].get("allow_none"):
-            out[name] = v
+            v = string(key, v, p, choices=rule.get("choices"))
+        if v is not None or rule.get("allow_none"):
+            out[f.name] = v
     return out
 
 

@@ -1,7 +1,7 @@
 """The sweep directory on a local path, NFS, or an object store (s3://, gs://) via pyarrow.fs.
 
-Writes are atomic: local files go to a temporary name and are renamed; an object-store PUT is
-atomic by itself. A trial's ``result.json`` is always written last, so its presence means every
+Writes are atomic: local files go to a temporary name and are renamed (``trials.atomic``); an
+object-store PUT is atomic by itself. A trial's ``result.json`` is always written last, so its presence means every
 other output of that trial is complete.
 """
 from __future__ import annotations
@@ -13,6 +13,8 @@ import tempfile
 from pathlib import Path
 
 import pyarrow.fs as pafs
+
+from trials import atomic
 
 
 def is_uri(path: str) -> bool:
@@ -70,16 +72,7 @@ class Store:
 
     def write_bytes(self, rel: str, data: bytes) -> None:
         if self.local:
-            dest = self.local / rel
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.")
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    f.write(data)
-                os.replace(tmp, dest)
-            except BaseException:
-                os.unlink(tmp)  # a failed write leaves the old file, and no debris
-                raise
+            atomic.write_bytes(self.local / rel, data)  # a failed write leaves the old file, and no debris
             return
         with self.fs.open_output_stream(self.path(rel)) as f:
             f.write(data)
@@ -88,7 +81,7 @@ class Store:
         return json.loads(self.read_bytes(rel))
 
     def write_json(self, rel: str, obj) -> None:
-        self.write_bytes(rel, json.dumps(obj, indent=1, sort_keys=True, default=str).encode())
+        self.write_bytes(rel, atomic.json_bytes(obj))
 
     def remove(self, rel: str) -> None:
         if self.local:

@@ -1,52 +1,63 @@
 """Sweep file (YAML) -> a validated, fully resolved ``Sweep``.
 
 Every problem becomes one line naming the key and the value; nothing is launched or written
-while any remain. Keys are part of the contract (DESIGN.md "The sweep file").
+while any remain. Keys are part of the contract (docs/design.md "The sweep file").
 """
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
 
 from orchestrator.readers import Problems, boolean, number, read_fields, section, string, unknown_keys
-from trials.spec import DataSpec, ImportanceSpec, ModelSpec, TrainSpec, default_label
+from trials.schema import REMOVAL_STRATEGIES, STRATEGY_ORDER
+from trials.spec import SINGLE_HEAD_INITS, DataSpec, ImportanceSpec, ModelSpec, TrainSpec, default_label
+from trials.strategies import STRATEGIES, k_problem
 
-STRATEGY_NAMES = ("none", "top", "bottom", "random", "single-head")
 MODEL_KEYS = ("name", "label", "tokenizer", "trust_remote_code")
 RESOURCE_STAGES = ("finetune", "prune")
 TOP_KEYS = ("name", "models", "data", "importance", "finetune", "strategies", "k", "per_layer",
             "seeds", "single_head_arch", "resources", "storage", "max_failures", "trust_remote_code")
 STORAGE_SCHEMES = ("s3", "gs", "gcs", "file", "hdfs")
 UNSUPPORTED_SCHEME = "unsupported scheme; use a local path, s3://, gs:// or file://"
+
+
 @dataclass(frozen=True)
 class Resources:
-    cpu: float
-    gpu: float
+    cpu: float = 1
+    gpu: float = 0
 
     def as_ray(self) -> dict:
         return {"cpu": self.cpu, "gpu": self.gpu}
 
 
+def _default_resources() -> dict:
+    return {stage: Resources() for stage in RESOURCE_STAGES}
+
+
 @dataclass(frozen=True)
 class Sweep:
-    name: str
-    models: tuple[ModelSpec, ...]
-    data: DataSpec
-    importance: ImportanceSpec
-    train: TrainSpec
-    recovery_epochs: tuple[float, ...]
-    strategies: tuple[str, ...]
-    k: tuple[int | float, ...]
-    per_layer: bool
-    seeds: tuple[int, ...]
-    single_head_arch: str | None          # None, "pretrained" or "random"
-    resources: dict[str, Resources] = field(hash=False)
+    """A validated sweep file with every default filled in (what ``spec.yaml`` holds).
+
+    The defaults here are the sweep file's defaults; ``parse`` reads them from this class.
+    """
+    name: str = "sweep"
+    models: tuple[ModelSpec, ...] = ()
+    data: DataSpec = DataSpec()
+    importance: ImportanceSpec = ImportanceSpec()
+    train: TrainSpec = TrainSpec()
+    recovery_epochs: tuple[float, ...] = (0.0,)
+    strategies: tuple[str, ...] = STRATEGY_ORDER
+    k: tuple[int | float, ...] = (0.1, 0.25, 0.5, 0.75)
+    per_layer: bool = False
+    seeds: tuple[int, ...] = (0,)
+    single_head_arch: str | None = None   # None or a SINGLE_HEAD_INITS value
+    resources: dict[str, Resources] = field(default_factory=_default_resources, hash=False)
     storage: str = "./sweeps"
     max_failures: int = 2
+    trust_remote_code: bool = False       # the default of models[].trust_remote_code
 
     def to_yaml_dict(self) -> dict:
         """The resolved sweep in the sweep-file layout (what ``spec.yaml`` holds)."""
@@ -71,6 +82,9 @@ class Sweep:
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_yaml_dict(), sort_keys=False)
+
+
+DEFAULT = Sweep()
 
 
 def _scalar_or_list(values):
@@ -122,35 +136,8 @@ def _models(raw, p: Problems, trust_default: bool, suggested: set) -> tuple[Mode
     return tuple(out)
 
 
-DATA_RULES = {
-    "max_length": ("num", dict(integer=True, lo=2, hi=8192)),
-    "train_limit": ("num", dict(integer=True, lo=1, allow_none=True)),
-    "eval_limit": ("num", dict(integer=True, lo=1, allow_none=True)),
-    "num_labels": ("num", dict(integer=True, lo=2)),
-    "drop_invalid": ("bool", {}),
-    "synthetic_size": ("num", dict(integer=True, lo=50)),
-}
-TRAIN_RULES = {
-    "epochs": ("num", dict(lo=0, lo_open=True)),
-    "lr": ("num", dict(lo=0, lo_open=True, hi=1.0)),
-    "batch_size": ("num", dict(integer=True, lo=1)),
-    "eval_batch_size": ("num", dict(integer=True, lo=1)),
-    "mixed_precision": ("str", dict(choices=("auto", "no", "fp16", "bf16"))),
-    "warmup_ratio": ("num", dict(lo=0, hi=1)),
-    "weight_decay": ("num", dict(lo=0)),
-    "max_grad_norm": ("num", dict(lo=0)),
-    "group_by_length": ("bool", {}),
-    "_extra": ("recovery_epochs",),
-}
-IMPORTANCE_RULES = {
-    "examples": ("num", dict(integer=True, lo=1)),
-    "normalize_per_layer": ("bool", {}),
-    "batch_size": ("num", dict(integer=True, lo=1)),
-}
-
-
 def _recovery(section: dict, p: Problems) -> tuple[float, ...]:
-    v = section.get("recovery_epochs", 0)
+    v = section.get("recovery_epochs", _scalar_or_list(DEFAULT.recovery_epochs))
     values = v if isinstance(v, list) else [v]
     out = []
     for i, x in enumerate(values):
@@ -164,7 +151,7 @@ def _recovery(section: dict, p: Problems) -> tuple[float, ...]:
 
 
 def _strategies(raw, p) -> tuple[str, ...]:
-    v = raw.get("strategies", list(STRATEGY_NAMES))
+    v = raw.get("strategies", list(DEFAULT.strategies))
     if isinstance(v, str) and v.strip():
         v = [v]  # one strategy given by name
     if not isinstance(v, list) or not v:
@@ -172,10 +159,9 @@ def _strategies(raw, p) -> tuple[str, ...]:
         return ()
     out = []
     for i, s in enumerate(v):
-        if s not in STRATEGY_NAMES:
-            close = difflib.get_close_matches(str(s), STRATEGY_NAMES, n=1)
-            hint = f"; did you mean '{close[0]}'?" if close else ""
-            p.add(f"strategies[{i}]", s, f"unknown strategy; available: {', '.join(STRATEGY_NAMES)}{hint}")
+        if s not in STRATEGIES:
+            e = STRATEGIES.error(s, f"strategies[{i}]")
+            p.add(e.key, e.value, e.problem)
         elif s in out:
             p.add(f"strategies[{i}]", s, "listed twice")
         else:
@@ -184,7 +170,7 @@ def _strategies(raw, p) -> tuple[str, ...]:
 
 
 def _ks(raw, p, strategies) -> tuple[int | float, ...]:
-    v = raw.get("k", [0.1, 0.25, 0.5, 0.75])
+    v = raw.get("k", list(DEFAULT.k))
     values = v if isinstance(v, list) else [v]
     out, before = [], len(p.lines)
     if not values:
@@ -192,26 +178,21 @@ def _ks(raw, p, strategies) -> tuple[int | float, ...]:
         return ()
     for i, k in enumerate(values):
         key = f"k[{i}]" if isinstance(v, list) else "k"
-        if isinstance(k, bool) or not isinstance(k, (int, float)):
-            p.add(key, k, "must be an integer head count or a fraction in (0, 1)")
-        elif isinstance(k, float) and not k.is_integer() and not 0 < k < 1:
-            p.add(key, k, "a fractional K must lie in (0, 1)")
-        elif isinstance(k, float) and k.is_integer():
-            p.add(key, k, "write head counts as integers (e.g. 3) and fractions in (0, 1)")
-        elif isinstance(k, int) and k < 0:
-            p.add(key, k, "must be >= 0")
+        problem = k_problem(k)
+        if problem:
+            p.add(key, k, problem)
         elif k in out:
             p.add(key, k, "listed twice")
         else:
             out.append(k)
-    if len(p.lines) == before and any(s in strategies for s in ("top", "bottom", "random")) \
+    if len(p.lines) == before and any(s in strategies for s in REMOVAL_STRATEGIES) \
             and not [k for k in out if k]:
-        p.add("k", v, "top/bottom/random need at least one K > 0")
+        p.add("k", v, f"{'/'.join(REMOVAL_STRATEGIES)} need at least one K > 0")
     return tuple(out)
 
 
 def _seeds(raw, p) -> tuple[int, ...]:
-    v = raw.get("seeds", [0])
+    v = raw.get("seeds", list(DEFAULT.seeds))
     values = v if isinstance(v, list) else [v]
     out = []
     if not values:
@@ -233,18 +214,18 @@ def _single_head_arch(raw, p) -> str | None:
     if v is False or v is None:
         return None
     if v is True:
-        return "pretrained"
+        return SINGLE_HEAD_INITS[0]
     if isinstance(v, dict):
         unknown_keys(v, ("init",), "single_head_arch.", p)
-        return string("single_head_arch.init", v.get("init", "pretrained"), p, choices=("pretrained", "random"))
-    p.add("single_head_arch", v, "must be false, true, {init: pretrained} or {init: random}")
+        return string("single_head_arch.init", v.get("init", SINGLE_HEAD_INITS[0]), p, choices=SINGLE_HEAD_INITS)
+    p.add("single_head_arch", v, "must be false, true, or {init: X} with X one of " + ", ".join(SINGLE_HEAD_INITS))
     return None
 
 
 def _resources(raw, p) -> dict[str, Resources]:
     sec = section(raw, "resources", p)
     unknown_keys(sec, RESOURCE_STAGES, "resources.", p)
-    defaults = {"finetune": Resources(1, 0), "prune": Resources(1, 0)}
+    defaults = DEFAULT.resources
     out = {}
     for stage in RESOURCE_STAGES:
         r = sec.get(stage, {}) or {}
@@ -258,7 +239,8 @@ def _resources(raw, p) -> dict[str, Resources]:
             p.add(f"resources.{stage}.gpu", gpu, "a fractional GPU share must be <= 1 (Ray cannot split "
                                                  "a trial across GPUs)")
             gpu = None
-        out[stage] = Resources(cpu if cpu is not None else 1, gpu if gpu is not None else 0)
+        out[stage] = Resources(cpu if cpu is not None else defaults[stage].cpu,
+                               gpu if gpu is not None else defaults[stage].gpu)
     return out
 
 
@@ -269,30 +251,29 @@ def parse(raw: Any, p: Problems) -> Sweep | None:
               "must be a YAML mapping of sweep keys (name:, models:, data:, ...)")
         return None
     suggested = unknown_keys(raw, TOP_KEYS, "", p)
-    name = string("name", raw.get("name", "sweep"), p)
+    name = string("name", raw.get("name", DEFAULT.name), p)
     if name and not all(c.isalnum() or c in "-_." for c in name):
         p.add("name", name, "use letters, digits, '-', '_' and '.' only (it names a directory)")
-    trust = boolean("trust_remote_code", raw.get("trust_remote_code", False), p)
+    trust = boolean("trust_remote_code", raw.get("trust_remote_code", DEFAULT.trust_remote_code), p)
     models = _models(raw, p, bool(trust), suggested)
-    data = DataSpec(**read_fields(DataSpec, section(raw, "data", p), "data", p, DATA_RULES))
-    importance = ImportanceSpec(**read_fields(ImportanceSpec, section(raw, "importance", p), "importance", p,
-                                          IMPORTANCE_RULES))
+    data = DataSpec(**read_fields(DataSpec, section(raw, "data", p), "data", p))
+    importance = ImportanceSpec(**read_fields(ImportanceSpec, section(raw, "importance", p), "importance", p))
     ft_sec = section(raw, "finetune", p)
-    train = TrainSpec(**read_fields(TrainSpec, ft_sec, "finetune", p, TRAIN_RULES))
+    train = TrainSpec(**read_fields(TrainSpec, ft_sec, "finetune", p, extra=("recovery_epochs",)))
     recovery = _recovery(ft_sec, p)
     strategies = _strategies(raw, p)
     ks = _ks(raw, p, strategies)
-    per_layer = boolean("per_layer", raw.get("per_layer", False), p)
+    per_layer = boolean("per_layer", raw.get("per_layer", DEFAULT.per_layer), p)
     seeds = _seeds(raw, p)
     sha = _single_head_arch(raw, p)
     resources = _resources(raw, p)
-    storage = string("storage", raw.get("storage", "./sweeps"), p)
+    storage = string("storage", raw.get("storage", DEFAULT.storage), p)
     if storage and "://" in storage and storage.split("://", 1)[0] not in STORAGE_SCHEMES:
         p.add("storage", storage, UNSUPPORTED_SCHEME)  # static: reported with the other file problems
-    max_failures = number("max_failures", raw.get("max_failures", 2), p, integer=True, lo=0)
+    max_failures = number("max_failures", raw.get("max_failures", DEFAULT.max_failures), p, integer=True, lo=0)
     if p:
         return None
     return Sweep(name=name, models=models, data=data, importance=importance, train=train,
                  recovery_epochs=recovery, strategies=strategies, k=ks, per_layer=bool(per_layer),
                  seeds=seeds, single_head_arch=sha, resources=resources, storage=storage,
-                 max_failures=max_failures)
+                 max_failures=max_failures, trust_remote_code=bool(trust))

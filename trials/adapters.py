@@ -3,7 +3,7 @@
 An adapter names, for layer i, the attention *output projection* whose input is the head-major
 concatenation of head outputs (`[batch, seq, heads*head_dim]`, head h = channels h*d..(h+1)*d),
 and knows how to slice that layer's heads out physically. Adding an architecture = registering
-one adapter (``@register("model_type", ...)``).
+one adapter (``@ADAPTERS.register("model_type", ...)``).
 """
 from __future__ import annotations
 
@@ -12,25 +12,14 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from trials.errors import registry_error
+from trials.registry import Registry
 
-ADAPTERS: dict[str, "Adapter"] = {}
-
-
-def register(*model_types: str):
-    def deco(cls):
-        inst = cls()
-        for t in model_types:
-            ADAPTERS[t] = inst
-        return cls
-    return deco
+ADAPTERS = Registry("architecture")   # config.model_type -> Adapter
 
 
 def adapter_for(model: nn.Module) -> "Adapter":
     model_type = getattr(getattr(model, "config", None), "model_type", type(model).__name__)
-    if model_type not in ADAPTERS:
-        raise registry_error("architecture", model_type, ADAPTERS)
-    return ADAPTERS[model_type]
+    return ADAPTERS.lookup(model_type)
 
 
 @dataclass(frozen=True)
@@ -118,41 +107,38 @@ class NoHeads(nn.Module):
 # ---------------------------------------------------------------------------- adapters
 
 class Adapter:
-    """Per-architecture access to attention; subclasses fill in the paths."""
+    """Per-architecture access to attention. Subclasses name three paths and how to prune."""
+    layers_path: str                 # the ModuleList of layers, relative to ``model.base_model``
+    out_proj_path: str               # a layer's attention output projection, relative to the layer
+    attention_paths: tuple[str, ...]  # a layer's attention projections (for re-initialisation)
 
     def base(self, model):
         return model.base_model
 
     def layers(self, model) -> nn.ModuleList:
-        raise NotImplementedError
+        return self.base(model).get_submodule(self.layers_path)
 
     def out_proj_name(self, i: int) -> str:
         """Path of layer i's output projection relative to ``model.base_model`` (for messages)."""
-        raise NotImplementedError
+        return f"{self.layers_path}.{i}.{self.out_proj_path}"
 
     def out_proj(self, model, i: int) -> nn.Module:
         return self.base(model).get_submodule(self.out_proj_name(i))
+
+    def attention_modules(self, model, i: int) -> list[nn.Module]:
+        layer = self.layers(model)[i]
+        return [layer.get_submodule(p) for p in self.attention_paths]
 
     def prune_layer(self, model, i: int, keep: list[int], head_dim: int) -> None:
         """Keep only the (current, 0-based) heads ``keep`` of layer i."""
         raise NotImplementedError
 
-    def attention_modules(self, model, i: int) -> list[nn.Module]:
-        """The projection modules of layer i's attention (for re-initialisation)."""
-        raise NotImplementedError
 
-
-@register("gpt2")
+@ADAPTERS.register("gpt2")
 class GPT2Adapter(Adapter):
-    def layers(self, model):
-        return self.base(model).h
-
-    def out_proj_name(self, i):
-        return f"h.{i}.attn.c_proj"  # not mlp.c_proj
-
-    def attention_modules(self, model, i):
-        attn = self.layers(model)[i].attn
-        return [attn.c_attn, attn.c_proj]
+    layers_path = "h"
+    out_proj_path = "attn.c_proj"    # not mlp.c_proj
+    attention_paths = ("attn.c_attn", "attn.c_proj")
 
     def prune_layer(self, model, i, keep, head_dim):
         block = self.layers(model)[i]
@@ -170,17 +156,11 @@ class GPT2Adapter(Adapter):
         attn.embed_dim = attn.split_size
 
 
-@register("distilbert")
+@ADAPTERS.register("distilbert")
 class DistilBertAdapter(Adapter):
-    def layers(self, model):
-        return self.base(model).transformer.layer
-
-    def out_proj_name(self, i):
-        return f"transformer.layer.{i}.attention.out_lin"
-
-    def attention_modules(self, model, i):
-        a = self.layers(model)[i].attention
-        return [a.q_lin, a.k_lin, a.v_lin, a.out_lin]
+    layers_path = "transformer.layer"
+    out_proj_path = "attention.out_lin"
+    attention_paths = ("attention.q_lin", "attention.k_lin", "attention.v_lin", "attention.out_lin")
 
     def prune_layer(self, model, i, keep, head_dim):
         layer = self.layers(model)[i]
@@ -195,17 +175,12 @@ class DistilBertAdapter(Adapter):
         a.n_heads = len(keep)
 
 
-@register("bert", "roberta", "xlm-roberta", "electra")
+@ADAPTERS.register("bert", "roberta", "xlm-roberta", "electra")
 class BertAdapter(Adapter):
-    def layers(self, model):
-        return self.base(model).encoder.layer
-
-    def out_proj_name(self, i):
-        return f"encoder.layer.{i}.attention.output.dense"
-
-    def attention_modules(self, model, i):
-        a = self.layers(model)[i].attention
-        return [a.self.query, a.self.key, a.self.value, a.output.dense]
+    layers_path = "encoder.layer"
+    out_proj_path = "attention.output.dense"
+    attention_paths = ("attention.self.query", "attention.self.key", "attention.self.value",
+                       "attention.output.dense")
 
     def prune_layer(self, model, i, keep, head_dim):
         a = self.layers(model)[i].attention

@@ -8,7 +8,3 @@ class UserError(ValueError):
     def __init__(self, key: str, value, problem: str):
         self.key, self.value, self.problem = key, value, problem
         super().__init__(f"{key}: {problem} (got {value!r})")
-
-
-def registry_error(kind: str, name, available) -> UserError:
-    return UserError(kind, name, f"unknown {kind}; available: {', '.join(sorted(available))}")

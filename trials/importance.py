@@ -14,23 +14,17 @@ from torch import nn
 
 from trials.adapters import head_layout
 from trials.gates import gated
+from trials.registry import Registry
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
-IMPORTANCE_METHODS: dict[str, callable] = {}
-
-
-def register_importance(name: str):
-    def deco(fn):
-        IMPORTANCE_METHODS[name] = fn
-        return fn
-    return deco
+IMPORTANCE_METHODS = Registry("importance method", key="importance.method")
 
 
 def model_inputs(batch: dict) -> dict:
     return {k: v for k, v in batch.items() if k in MODEL_INPUTS}
 
 
-@register_importance("gradient")
+@IMPORTANCE_METHODS.register("gradient")
 def head_importance(model: nn.Module, batches: Iterable[dict]) -> torch.Tensor:
     """Raw (unnormalised) E_x |dL(x)/d xi_h| as a float32 tensor [n_layers, n_heads] on the CPU.
 

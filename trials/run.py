@@ -5,7 +5,8 @@ trial.json: ``{"spec": <FinetuneSpec or PruneSpec as a dict>, "out_dir": "...",
 
 Stage A writes to out_dir: ``result.json`` (the results row), ``predictions.parquet``,
 ``importance.parquet`` and ``checkpoint/`` (HF format, safetensors, tokenizer, importance).
-Stage B writes ``result.json`` and ``predictions.parquet``. Files appear atomically (temp + rename).
+Stage B writes ``result.json`` and ``predictions.parquet`` (names: trials/layout.py). Files appear
+atomically (temp + rename).
 """
 from __future__ import annotations
 
@@ -21,53 +22,39 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from trials import provenance
+from trials import atomic, layout, provenance
 from trials.adapters import head_layout
 from trials.data import Encoded, eval_loader, load_task, read_split
-from trials.errors import UserError, registry_error
+from trials.errors import UserError
 from trials.gates import masked
 from trials.importance import IMPORTANCE_METHODS, normalize_per_layer
 from trials.models import load_model
+from trials.schema import TRIAL_IMPORTANCE_COLUMNS, result_row
 from trials.spec import DataSpec, FinetuneSpec, PruneSpec, from_dict, to_dict
 from trials.strategies import choose_heads
 from trials.train import accelerator_scope, evaluate, finetune
 
-IMPORTANCE_FILE = "importance.parquet"
 
-
-def _row(spec, layout, removed, metrics, extra) -> dict:
+def _row(spec, heads, removed, metrics, extra) -> dict:
+    """The results row of a trial (trials/schema.py); ``heads`` is the model's HeadLayout."""
     ft = spec.finetune if isinstance(spec, PruneSpec) else spec
-    total = layout.total
-    row = {
-        "model": ft.model.label, "arch": ft.model.arch, "variant": ft.model.variant,
-        "arch_init": ft.model.single_head or "",
-        "strategy": getattr(spec, "strategy", "none"),
-        "k": len(removed), "k_fraction": len(removed) / total,
-        "k_requested": json.dumps(getattr(spec, "k", 0)),
-        "per_layer": bool(getattr(spec, "per_layer", False)),
-        "seed": ft.seed, "recovery_epochs": float(getattr(spec, "recovery_epochs", 0)),
+    total = heads.total
+    return result_row(
+        model=ft.model.label, arch=ft.model.arch, variant=ft.model.variant,
+        arch_init=ft.model.single_head or "",
+        strategy=getattr(spec, "strategy", "none"),
+        k=len(removed), k_fraction=len(removed) / total,
+        k_requested=json.dumps(getattr(spec, "k", 0)),
+        per_layer=bool(getattr(spec, "per_layer", False)),
+        seed=ft.seed, recovery_epochs=float(getattr(spec, "recovery_epochs", 0)),
         **{k: metrics[k] for k in ("accuracy", "f1", "loss", "n_eval")},
-        "heads_total": total, "heads_kept": total - len(removed),
-        "heads_removed": json.dumps([list(h) for h in removed]),
-        "trial_key": spec.key, "stage_a_key": ft.key, "stage": spec.stage,
-        "eval_seconds": metrics.get("eval_seconds", 0.0),
-        "config": json.dumps(to_dict(spec), sort_keys=True),
-        **provenance.info(),
-    }
-    row.update(extra)
-    return row
-
-
-def _write_parquet(df: pd.DataFrame, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    df.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
-
-
-def write_json(obj, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True))
-    os.replace(tmp, path)
+        heads_total=total, heads_kept=total - len(removed),
+        heads_removed=json.dumps([list(h) for h in removed]),
+        trial_key=spec.key, stage_a_key=ft.key, stage=spec.stage,
+        eval_seconds=metrics.get("eval_seconds", 0.0),
+        config=json.dumps(to_dict(spec), sort_keys=True),
+        **provenance.info(), **extra,
+    )
 
 
 def importance_frame(raw: torch.Tensor) -> pd.DataFrame:
@@ -77,7 +64,7 @@ def importance_frame(raw: torch.Tensor) -> pd.DataFrame:
         "layer": [l for l in range(n_layers) for _ in range(n_heads)],
         "head": [h for _ in range(n_layers) for h in range(n_heads)],
         "score": norm.reshape(-1).numpy(), "score_raw": raw.reshape(-1).numpy(),
-    })
+    })[TRIAL_IMPORTANCE_COLUMNS]
 
 
 def run_finetune(spec: FinetuneSpec, out_dir: Path, progress: bool = False) -> dict:
@@ -90,7 +77,7 @@ def run_finetune(spec: FinetuneSpec, out_dir: Path, progress: bool = False) -> d
     m = spec.model
     model, tok = load_model(m.name, task.num_labels, tokenizer=m.tokenizer, texts=task.train["text"],
                             single_head=m.single_head, trust_remote_code=m.trust_remote_code)
-    layout = head_layout(model)
+    heads = head_layout(model)
     max_len = spec.data.max_length
     with accelerator_scope(spec.train.mixed_precision) as acc:
         train_stats = finetune(model, Encoded(task.train, tok, max_len), tok.pad_token_id, spec.train,
@@ -101,35 +88,33 @@ def run_finetune(spec: FinetuneSpec, out_dir: Path, progress: bool = False) -> d
         t0 = time.perf_counter()
         imp_batches = eval_loader(Encoded(task.importance, tok, max_len), tok.pad_token_id,
                                   spec.importance.batch_size)
-        if spec.importance.method not in IMPORTANCE_METHODS:
-            raise registry_error("importance.method", spec.importance.method, IMPORTANCE_METHODS)
         score = IMPORTANCE_METHODS[spec.importance.method]
         raw = score(model, imp_batches) if len(task.importance) else torch.zeros(
-            layout.n_layers, layout.n_heads)
+            heads.n_layers, heads.n_heads)
         imp_seconds = time.perf_counter() - t0
         mixed = acc.mixed_precision
     imp = importance_frame(raw)
-    ckpt = out_dir / "checkpoint"
-    tmp = out_dir / ".checkpoint.tmp"
+    ckpt = out_dir / layout.CHECKPOINT
+    tmp = out_dir / f".{layout.CHECKPOINT}.tmp"
     model.save_pretrained(tmp, safe_serialization=True)
     tok.save_pretrained(tmp)
-    _write_parquet(imp, tmp / IMPORTANCE_FILE)
-    write_json(to_dict(spec), tmp / "headsweep_spec.json")
+    atomic.write_parquet(tmp / layout.CKPT_IMPORTANCE, imp)
+    atomic.write_json(tmp / layout.CKPT_SPEC, to_dict(spec))
     if ckpt.exists():
         import shutil
         shutil.rmtree(ckpt)
     os.replace(tmp, ckpt)
-    _write_parquet(preds, out_dir / "predictions.parquet")
-    _write_parquet(imp, out_dir / IMPORTANCE_FILE)
-    row = _row(spec, layout, [], metrics, {**train_stats, "importance_seconds": imp_seconds,
-                                           "importance_examples": len(task.importance),
-                                           "mixed_precision": mixed})
-    write_json(row, out_dir / "result.json")
+    atomic.write_parquet(out_dir / layout.PREDICTIONS_FILE, preds)
+    atomic.write_parquet(out_dir / layout.TRIAL_IMPORTANCE, imp)
+    row = _row(spec, heads, [], metrics, {**train_stats, "importance_seconds": imp_seconds,
+                                          "importance_examples": len(task.importance),
+                                          "mixed_precision": mixed})
+    atomic.write_json(out_dir / layout.RESULT, row)
     return row
 
 
 def load_scores(checkpoint_dir: Path, normalized: bool) -> torch.Tensor:
-    imp = pd.read_parquet(Path(checkpoint_dir) / IMPORTANCE_FILE)
+    imp = pd.read_parquet(Path(checkpoint_dir) / layout.CKPT_IMPORTANCE)
     col = "score" if normalized else "score_raw"
     grid = imp.pivot(index="layer", columns="head", values=col).sort_index().sort_index(axis=1)
     return torch.tensor(grid.to_numpy(dtype="float64", copy=True))  # [n_layers, n_heads]
@@ -145,7 +130,7 @@ def run_prune(spec: PruneSpec, checkpoint_dir: Path, out_dir: Path, progress: bo
     model, tok = cached_checkpoint(str(checkpoint_dir), ft.data.num_labels)
     if spec.recovery_epochs:
         model = copy.deepcopy(model)  # recovery trains it; the cached copy must stay as saved
-    layout = head_layout(model)
+    heads = head_layout(model)
     scores = load_scores(checkpoint_dir, ft.importance.normalize_per_layer)
     removed = choose_heads(spec.strategy, scores, spec.k, per_layer=spec.per_layer, seed=ft.seed)
     extra = {}
@@ -159,9 +144,9 @@ def run_prune(spec: PruneSpec, checkpoint_dir: Path, out_dir: Path, progress: bo
             encoded = cached_eval_split(str(checkpoint_dir), ft.data)
         metrics, preds = evaluate(model, encoded, tok.pad_token_id, acc, ft.train.eval_batch_size)
         extra["mixed_precision"] = acc.mixed_precision
-    _write_parquet(preds, out_dir / "predictions.parquet")
-    row = _row(spec, layout, removed, metrics, extra)
-    write_json(row, out_dir / "result.json")
+    atomic.write_parquet(out_dir / layout.PREDICTIONS_FILE, preds)
+    row = _row(spec, heads, removed, metrics, extra)
+    atomic.write_json(out_dir / layout.RESULT, row)
     return row
 
 
@@ -190,7 +175,8 @@ def cached_eval_split(path: str, data: DataSpec) -> Encoded:
 
 
 def _mtime(path: str) -> float:
-    return os.stat(Path(path) / "config.json").st_mtime_ns
+    from transformers.utils import CONFIG_NAME
+    return os.stat(Path(path) / CONFIG_NAME).st_mtime_ns
 
 
 def run_trial(trial: dict, progress: bool = False) -> dict:

@@ -1,13 +1,18 @@
 """Frozen trial specs. A spec's canonical hash is its trial key, cache key and results-row key.
 
-Two kinds of trial (DESIGN.md "Stages"):
+Two kinds of trial (docs/design.md "Stages"):
 - ``FinetuneSpec`` (stage A): fine-tune one (model variant, seed), evaluate it unpruned, compute
   head importance, save a checkpoint.
 - ``PruneSpec`` (stage B): load a stage-A checkpoint, remove heads by a strategy, optionally
   recover, evaluate.
 
-Specs hold only plain values (str/int/float/bool/None/tuples) so ``to_dict`` / ``from_dict``
-round-trip through JSON and YAML unchanged.
+Specs hold only plain values (str/int/float/bool/None/tuples): they pickle (Ray passes them as
+objects) and ``to_dict`` / ``from_dict`` round-trip them through JSON (``python -m trials.run``,
+the checkpoint's copy of its spec).
+
+Each sweep-file section is a dataclass here whose fields carry their default and their rule
+(``num``/``flag``/``text`` metadata); the validation reads both from the fields, so a default or
+an allowed value is stated once.
 """
 from __future__ import annotations
 
@@ -18,12 +23,35 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
+# Allowed values, used by the specs, the trials and the sweep-file validation alike.
+PRECISIONS = ("auto", "no", "fp16", "bf16")
+SINGLE_HEAD_INITS = ("pretrained", "random")
+
+
+def num(default, **rule):
+    """A numeric sweep-file key: its default and its rule (integer, lo, hi, lo_open, allow_none)."""
+    return field(default=default, metadata={"kind": "num", **rule})
+
+
+def flag(default: bool):
+    return field(default=default, metadata={"kind": "bool"})
+
+
+def text(default, *, choices: tuple | None = None):
+    return field(default=default, metadata={"kind": "str", "choices": choices})
+
+
+def internal(default):
+    """A field the sweep file does not set directly (the grid or the parser fills it in)."""
+    return field(default=default, metadata={"internal": True})
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     name: str                       # hub id, local directory, or preset:tiny-gpt2 / -distilbert / -bert
     label: str = ""                 # short name used in results, checkpoint dirs and plots
     tokenizer: str | None = None    # optional tokenizer path/id (presets: real vocab files)
-    single_head: str | None = None  # None, or "pretrained"/"random": the one-head architecture variant
+    single_head: str | None = internal(None)  # None, or a SINGLE_HEAD_INITS value: the one-head variant
     trust_remote_code: bool = False
 
     def __post_init__(self):
@@ -42,42 +70,50 @@ class ModelSpec:
 
 @dataclass(frozen=True)
 class DataSpec:
-    source: str = "glue/sst2"       # hub dataset, local file/dir (tsv/csv/jsonl/parquet), or "synthetic"
-    train: str = "train"
-    eval: str = "validation"
-    text_column: str = "sentence"
-    label_column: str = "label"
-    max_length: int = 128
-    train_limit: int | None = None
-    eval_limit: int | None = None
-    num_labels: int = 2
-    drop_invalid: bool = False      # drop rows with empty text / missing labels instead of refusing
-    synthetic_size: int = 4000      # train rows of the synthetic set (eval is a quarter of it)
+    source: str = text("glue/sst2")  # hub dataset, local file/dir (tsv/csv/jsonl/parquet), or "synthetic"
+    train: str = text("train")
+    eval: str = text("validation")
+    text_column: str = text("sentence")
+    label_column: str = text("label")
+    max_length: int = num(128, integer=True, lo=2, hi=8192)
+    train_limit: int | None = num(None, integer=True, lo=1, allow_none=True)
+    eval_limit: int | None = num(None, integer=True, lo=1, allow_none=True)
+    num_labels: int = num(2, integer=True, lo=2)
+    drop_invalid: bool = flag(False)    # drop rows with empty text / missing labels instead of refusing
+    synthetic_size: int = num(4000, integer=True, lo=50)  # train rows of the synthetic set (eval: a quarter)
 
 
 @dataclass(frozen=True)
 class TrainSpec:
-    epochs: float = 3
-    lr: float = 2e-5
-    batch_size: int = 32
-    eval_batch_size: int = 128
-    mixed_precision: str = "auto"   # auto | no | fp16 | bf16
-    warmup_ratio: float = 0.1
-    weight_decay: float = 0.01
-    max_grad_norm: float = 1.0
-    group_by_length: bool = True
+    epochs: float = num(3, lo=0, lo_open=True)
+    lr: float = num(2e-5, lo=0, lo_open=True, hi=1.0)
+    batch_size: int = num(32, integer=True, lo=1)
+    eval_batch_size: int = num(128, integer=True, lo=1)
+    mixed_precision: str = text("auto", choices=PRECISIONS)
+    warmup_ratio: float = num(0.1, lo=0, hi=1)
+    weight_decay: float = num(0.01, lo=0)
+    max_grad_norm: float = num(1.0, lo=0)
+    group_by_length: bool = flag(True)
 
 
 @dataclass(frozen=True)
 class ImportanceSpec:
-    examples: int = 2000            # held-out training examples used for importance
-    normalize_per_layer: bool = True
-    batch_size: int = 32
-    method: str = "gradient"        # a key of trials.importance.IMPORTANCE_METHODS
+    examples: int = num(2000, integer=True, lo=1)  # held-out training examples used for importance
+    normalize_per_layer: bool = flag(True)
+    batch_size: int = num(32, integer=True, lo=1)
+    method: str = text("gradient")   # a name in trials.importance.IMPORTANCE_METHODS (checked there)
+
+
+class _Keyed:
+    """The trial key: 16 hex digits of the SHA-256 of the spec's canonical JSON."""
+
+    @property
+    def key(self) -> str:
+        return spec_key(self)
 
 
 @dataclass(frozen=True)
-class FinetuneSpec:
+class FinetuneSpec(_Keyed):
     """Stage A: one fine-tune per (model variant, seed)."""
     model: ModelSpec
     data: DataSpec
@@ -87,16 +123,12 @@ class FinetuneSpec:
     stage: str = field(default="A", init=False)
 
     @property
-    def key(self) -> str:
-        return spec_key(self)
-
-    @property
     def checkpoint_name(self) -> str:
         return f"{self.model.variant}__seed{self.seed}"
 
 
 @dataclass(frozen=True)
-class PruneSpec:
+class PruneSpec(_Keyed):
     """Stage B: one (model, strategy, K, seed, recovery_epochs) evaluated on a stage-A checkpoint."""
     finetune: FinetuneSpec
     strategy: str
@@ -104,10 +136,6 @@ class PruneSpec:
     per_layer: bool = False
     recovery_epochs: float = 0
     stage: str = field(default="B", init=False)
-
-    @property
-    def key(self) -> str:
-        return spec_key(self)
 
     @property
     def seed(self) -> int:
@@ -121,8 +149,7 @@ def default_label(name: str) -> str:
 
 
 def to_dict(spec: Any) -> dict:
-    d = dataclasses.asdict(spec)
-    return d
+    return dataclasses.asdict(spec)
 
 
 def canonical_json(spec: Any) -> str:

@@ -10,17 +10,27 @@ import math
 
 import numpy as np
 
-from trials.errors import UserError, registry_error
+from trials.errors import UserError
+from trials.registry import Registry
+from trials.schema import REMOVAL_STRATEGIES
 
 Head = tuple[int, int]
-STRATEGIES: dict[str, callable] = {}
+STRATEGIES = Registry("strategy", key="strategies")
 
 
-def register_strategy(name: str):
-    def deco(fn):
-        STRATEGIES[name] = fn
-        return fn
-    return deco
+def k_problem(k) -> str | None:
+    """What is wrong with a K as the sweep file gives it, or None. The rules, stated once:
+    integers count heads (>= 0), floats are fractions in (0, 1) (so 1.0 is refused)."""
+    if isinstance(k, bool) or not isinstance(k, (int, float, np.integer, np.floating)):
+        return "must be an integer head count or a fraction in (0, 1)"
+    if isinstance(k, (float, np.floating)):
+        if float(k).is_integer():
+            return "write head counts as integers (e.g. 3) and fractions in (0, 1)"
+        if not 0.0 < k < 1.0:
+            return "a fractional K must lie in (0, 1)"
+    elif k < 0:
+        return "must be >= 0"
+    return None
 
 
 def resolve_k(k, n_layers: int, n_heads: int, per_layer: bool = False) -> int:
@@ -28,18 +38,15 @@ def resolve_k(k, n_layers: int, n_heads: int, per_layer: bool = False) -> int:
 
     Fractions round to the nearest count (half up) and remove at least one head.
     """
+    problem = k_problem(k)
+    if problem:
+        raise UserError("k", k, problem)
     pool = n_heads if per_layer else n_layers * n_heads
-    where = "per layer" if per_layer else "in the model"
-    if isinstance(k, bool) or not isinstance(k, (int, float, np.integer, np.floating)):
-        raise UserError("k", k, "must be an integer head count or a fraction in (0, 1)")
-    if isinstance(k, (float, np.floating)):  # floats are fractions, never counts (1.0 is an error)
-        if not 0.0 < k < 1.0:
-            raise UserError("k", k, "a fractional K must lie in (0, 1); write head counts as integers")
+    if isinstance(k, (float, np.floating)):
         return max(1, math.floor(k * pool + 0.5))
-    k = int(k)
-    if not 0 <= k <= pool:
-        raise UserError("k", k, f"must be between 0 and {pool} (heads {where})")
-    return k
+    if int(k) > pool:
+        raise UserError("k", k, f"must be between 0 and {pool} (heads {'per layer' if per_layer else 'in the model'})")
+    return int(k)
 
 
 def _order(scores: np.ndarray, descending: bool) -> np.ndarray:
@@ -57,25 +64,25 @@ def _pick(scores: np.ndarray, k: int, per_layer: bool, descending: bool) -> list
     return sorted(divmod(int(i), n_heads) for i in _order(scores, descending)[:k])
 
 
-@register_strategy("none")
-def none(scores, k, per_layer=False, seed=0):
+@STRATEGIES.register("none")
+def remove_nothing(scores, k, per_layer=False, seed=0):
     return []
 
 
-@register_strategy("top")
-def top(scores, k, per_layer=False, seed=0):
+@STRATEGIES.register("top")
+def remove_top(scores, k, per_layer=False, seed=0):
     """Remove the K most important heads."""
     return _pick(scores, k, per_layer, descending=True)
 
 
-@register_strategy("bottom")
-def bottom(scores, k, per_layer=False, seed=0):
+@STRATEGIES.register("bottom")
+def remove_bottom(scores, k, per_layer=False, seed=0):
     """Remove the K least important heads."""
     return _pick(scores, k, per_layer, descending=False)
 
 
-@register_strategy("random")
-def random(scores, k, per_layer=False, seed=0):
+@STRATEGIES.register("random")
+def remove_random(scores, k, per_layer=False, seed=0):
     """K heads drawn with the trial's seed; prefixes of one permutation, so sets nest as K grows."""
     rng = np.random.default_rng(seed)
     n_layers, n_heads = scores.shape
@@ -84,8 +91,8 @@ def random(scores, k, per_layer=False, seed=0):
     return sorted(divmod(int(i), n_heads) for i in rng.permutation(n_layers * n_heads)[:k])
 
 
-@register_strategy("single-head")
-def single_head(scores, k=None, per_layer=False, seed=0):
+@STRATEGIES.register("single-head")
+def keep_one_per_layer(scores, k=None, per_layer=False, seed=0):
     """Keep only the most important head of every layer (remove all others)."""
     n_layers, n_heads = scores.shape
     return sorted((layer, h) for layer in range(n_layers)
@@ -94,9 +101,8 @@ def single_head(scores, k=None, per_layer=False, seed=0):
 
 def choose_heads(strategy: str, scores, k=0, *, per_layer: bool = False, seed: int = 0) -> list[Head]:
     """(layer, head) pairs to remove. ``scores``: [n_layers, n_heads] array or tensor."""
-    if strategy not in STRATEGIES:
-        raise registry_error("strategy", strategy, STRATEGIES)
+    choose = STRATEGIES.lookup(strategy, "strategy")
     scores = np.asarray(scores.detach().cpu() if hasattr(scores, "detach") else scores, dtype=np.float64)
     n_layers, n_heads = scores.shape
-    k_count = 0 if strategy in ("none", "single-head") else resolve_k(k, n_layers, n_heads, per_layer)
-    return STRATEGIES[strategy](scores, k_count, per_layer=per_layer, seed=seed)
+    k_count = resolve_k(k, n_layers, n_heads, per_layer) if strategy in REMOVAL_STRATEGIES else 0
+    return choose(scores, k_count, per_layer=per_layer, seed=seed)

@@ -11,7 +11,6 @@ import math
 import time
 import warnings
 
-import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
@@ -19,9 +18,8 @@ import torch.nn.functional as F
 from trials.data import Encoded, eval_loader, train_loader
 from trials.errors import UserError
 from trials.importance import model_inputs
-from trials.spec import TrainSpec
-
-PRECISIONS = ("auto", "no", "fp16", "bf16")
+from trials.metrics import macro_f1
+from trials.spec import PRECISIONS, TrainSpec
 
 
 def resolve_precision(requested: str) -> str:
@@ -165,17 +163,6 @@ def evaluate(model, data: Encoded, pad_id: int, accelerator, batch_size: int = 1
         "eval_seconds": time.perf_counter() - t0,
     }
     return metrics, preds
-
-
-def macro_f1(labels: np.ndarray, preds: np.ndarray, num_labels: int) -> float:
-    """Unweighted mean over classes of F1 (a class absent from both labels and preds scores 0)."""
-    f1s = []
-    for c in range(num_labels):
-        tp = np.sum((preds == c) & (labels == c))
-        fp = np.sum((preds == c) & (labels != c))
-        fn = np.sum((preds != c) & (labels == c))
-        f1s.append(2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0)
-    return float(np.mean(f1s))
 
 
 def _progress(total: int, desc: str, enabled: bool):

@@ -1,4 +1,11 @@
+"""Fixtures of the orchestrator tests: the small sweep, Ray, and the bad-input harness.
+
+Helpers are shared through these fixtures, never imported from another test module.
+"""
 import copy
+import re
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
@@ -20,11 +27,24 @@ SMALL = {
 # seed): top@K, random@K, single-head.
 SMALL_STAGE_A = 2 * 2
 SMALL_STAGE_B = 2 * 3
+LINE = re.compile(r"^error: [^:\s][^:]*: .+ \(got .+\)$")  # error: <key>: <problem> (got <value>)
 
 
 @pytest.fixture
 def small_raw():
     return copy.deepcopy(SMALL)
+
+
+@pytest.fixture(scope="session")
+def small_template():
+    """The small sweep for module- and session-scoped fixtures (copy it before changing it)."""
+    return copy.deepcopy(SMALL)
+
+
+@pytest.fixture(scope="session")
+def small_counts():
+    """(stage-A fine-tunes, stage-B trials) of the small sweep, counted by hand."""
+    return SMALL_STAGE_A, SMALL_STAGE_B
 
 
 @pytest.fixture
@@ -43,3 +63,81 @@ def ray_session():
     ray.init(num_cpus=2, num_gpus=0, log_to_driver=False, logging_level="ERROR", include_dashboard=False)
     yield
     ray.shutdown()
+
+
+# ---------------------------------------------------------------------------- bad input
+
+@pytest.fixture
+def offline_and_no_ray(monkeypatch):
+    """Validation must never start Ray, and must not depend on the network."""
+    import ray
+
+    from orchestrator import driver
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    was_running = ray.is_initialized()  # a session fixture of another module may have started it
+    started = []
+
+    def refuse(*a, **kw):
+        started.append((a, kw))
+        raise AssertionError("Ray was started while refusing bad input")
+
+    monkeypatch.setattr(ray, "init", refuse)
+    monkeypatch.setattr(driver, "start_ray", refuse)
+    yield
+    assert not started, "Ray was started"
+    assert ray.is_initialized() == was_running
+    if not was_running:
+        assert not ray.is_initialized()
+
+
+def _base(tmp_path) -> dict:
+    raw = copy.deepcopy(SMALL)
+    raw["storage"] = str(tmp_path / "out")
+    return raw
+
+
+def _write(tmp_path, raw, name="sweep.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(raw if isinstance(raw, str) else yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+def _run_cli(argv, capsys):
+    from orchestrator import cli
+    rc = cli.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def _error_lines(err: str) -> list[str]:
+    return [ln for ln in err.splitlines() if "error:" in ln]
+
+
+def _assert_refused(rc, out, err, expected, *, tmp_path=None, exact_format=True):
+    """rc 2; one ``error:`` line per expected problem, each naming its key and value (all the
+    substrings of its tuple, lines in order); no traceback; nothing written to storage."""
+    text = out + err
+    assert "Traceback" not in text, text
+    assert rc == 2, text
+    lines = _error_lines(err)
+    assert len(lines) == len(expected), f"expected {len(expected)} error lines, got:\n{err}"
+    for line, parts in zip(lines, expected):
+        for part in parts:
+            assert part in line, f"{part!r} not in {line!r}"
+        if exact_format:
+            assert LINE.match(line), f"not 'error: key: problem (got value)': {line!r}"
+    assert "ok:" not in out
+    if tmp_path is not None:
+        assert not (tmp_path / "out").exists(), "a sweep directory was created"
+
+
+HARNESS = SimpleNamespace(base=_base, write=_write, run_cli=_run_cli, error_lines=_error_lines,
+                          assert_refused=_assert_refused, LINE=LINE)
+
+
+@pytest.fixture(scope="session")
+def harness():
+    """The bad-input harness: ``base(tmp)`` (the small sweep, storage under tmp), ``write(tmp, raw)``,
+    ``run_cli(argv, capsys)``, ``error_lines(err)``, ``assert_refused(rc, out, err, expected)``."""
+    return HARNESS

@@ -13,54 +13,53 @@ from orchestrator import checks
 from orchestrator.readers import Problems
 from orchestrator.sweep import parse
 
-from .test_validate import (assert_refused, base, error_lines, offline_and_no_ray,  # noqa: F401 (fixture)
-                            run_cli, write)
+pytestmark = pytest.mark.usefixtures("offline_and_no_ray")
 
 
-def gpu_sweep(tmp_path, gpu=1):
-    raw = base(tmp_path)
+def gpu_sweep(harness, tmp_path, gpu=1):
+    raw = harness.base(tmp_path)
     raw["resources"]["finetune"]["gpu"] = gpu
-    return write(tmp_path, raw)
+    return harness.write(tmp_path, raw)
 
 
 # ---------------------------------------------------------------------------- machine resources
 
 
-def test_run_refuses_gpu_on_a_machine_without_one(tmp_path, capsys):
+def test_run_refuses_gpu_on_a_machine_without_one(harness, tmp_path, capsys):
     """--gpus 0 stands for "this machine has no GPU" whatever the test machine has."""
-    rc, out, err = run_cli(["run", gpu_sweep(tmp_path), "--storage", tmp_path / "out", "--gpus", "0",
+    rc, out, err = harness.run_cli(["run", gpu_sweep(harness, tmp_path), "--storage", tmp_path / "out", "--gpus", "0",
                             "--no-analysis"], capsys)
-    assert_refused(rc, out, err, [("resources.finetune.gpu:", "this machine has 0", "--gpus", "got 1)")],
+    harness.assert_refused(rc, out, err, [("resources.finetune.gpu:", "this machine has 0", "--gpus", "got 1)")],
                    tmp_path=tmp_path)
 
 
-def test_run_refuses_gpu_when_none_visible(tmp_path, capsys):
+def test_run_refuses_gpu_when_none_visible(harness, tmp_path, capsys):
     import torch
     if torch.cuda.device_count():
         pytest.skip("this machine has a GPU")
-    rc, out, err = run_cli(["run", gpu_sweep(tmp_path), "--storage", tmp_path / "out", "--no-analysis"], capsys)
-    assert_refused(rc, out, err, [("resources.finetune.gpu:", "this machine has 0", "got 1)")],
+    rc, out, err = harness.run_cli(["run", gpu_sweep(harness, tmp_path), "--storage", tmp_path / "out", "--no-analysis"], capsys)
+    harness.assert_refused(rc, out, err, [("resources.finetune.gpu:", "this machine has 0", "got 1)")],
                    tmp_path=tmp_path)
 
 
-def test_run_refuses_more_cpus_than_given(tmp_path, capsys):
-    raw = base(tmp_path)
+def test_run_refuses_more_cpus_than_given(harness, tmp_path, capsys):
+    raw = harness.base(tmp_path)
     raw["resources"]["prune"]["cpu"] = 4
-    rc, out, err = run_cli(["run", write(tmp_path, raw), "--storage", tmp_path / "out", "--cpus", "2",
+    rc, out, err = harness.run_cli(["run", harness.write(tmp_path, raw), "--storage", tmp_path / "out", "--cpus", "2",
                             "--gpus", "0"], capsys)
-    assert_refused(rc, out, err, [("resources.prune.cpu:", "this machine has 2", "got 4)")], tmp_path=tmp_path)
+    harness.assert_refused(rc, out, err, [("resources.prune.cpu:", "this machine has 2", "got 4)")], tmp_path=tmp_path)
 
 
-def test_validate_does_not_check_the_machine(tmp_path, capsys):
-    rc, out, err = run_cli(["validate", gpu_sweep(tmp_path)], capsys)
+def test_validate_does_not_check_the_machine(harness, tmp_path, capsys):
+    rc, out, err = harness.run_cli(["validate", gpu_sweep(harness, tmp_path)], capsys)
     assert rc == 0, err
     assert "error:" not in err and out.startswith("ok: small:")
     assert not (tmp_path / "out").exists()
 
 
-def test_gpu_request_is_only_a_note_on_a_cluster(tmp_path):
+def test_gpu_request_is_only_a_note_on_a_cluster(harness, tmp_path):
     p = Problems()
-    raw = base(tmp_path)
+    raw = harness.base(tmp_path)
     raw["resources"]["finetune"]["gpu"] = 1
     sweep = parse(raw, p)
     assert sweep is not None and not p
@@ -76,40 +75,40 @@ def test_gpu_request_is_only_a_note_on_a_cluster(tmp_path):
 # ---------------------------------------------------------------------------- storage
 
 
-def test_run_storage_under_a_file(tmp_path, capsys):
+def test_run_storage_under_a_file(harness, tmp_path, capsys):
     (tmp_path / "afile").write_text("x\n")
     target = tmp_path / "afile" / "sweeps"
-    rc, out, err = run_cli(["run", write(tmp_path, base(tmp_path)), "--storage", target, "--gpus", "0"], capsys)
-    assert_refused(rc, out, err, [("--storage:", "is a file", "afile/sweeps")], tmp_path=tmp_path)
+    rc, out, err = harness.run_cli(["run", harness.write(tmp_path, harness.base(tmp_path)), "--storage", target, "--gpus", "0"], capsys)
+    harness.assert_refused(rc, out, err, [("--storage:", "is a file", "afile/sweeps")], tmp_path=tmp_path)
     assert (tmp_path / "afile").read_text() == "x\n"
 
 
 @pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0,
                     reason="root ignores directory permissions")
-def test_run_storage_read_only_directory(tmp_path, capsys):
+def test_run_storage_read_only_directory(harness, tmp_path, capsys):
     ro = tmp_path / "ro"
     ro.mkdir()
     ro.chmod(0o500)
     try:
-        rc, out, err = run_cli(["run", write(tmp_path, base(tmp_path)), "--storage", ro / "sweeps",
+        rc, out, err = harness.run_cli(["run", harness.write(tmp_path, harness.base(tmp_path)), "--storage", ro / "sweeps",
                                 "--gpus", "0"], capsys)
     finally:
         ro.chmod(0o700)
-    assert_refused(rc, out, err, [("--storage:", "cannot write", "ro/sweeps")], tmp_path=tmp_path)
+    harness.assert_refused(rc, out, err, [("--storage:", "cannot write", "ro/sweeps")], tmp_path=tmp_path)
     assert list(ro.iterdir()) == []
 
 
-def test_run_storage_unsupported_scheme(tmp_path, capsys):
-    rc, out, err = run_cli(["run", write(tmp_path, base(tmp_path)), "--storage", "ftp://x", "--gpus", "0"], capsys)
-    assert_refused(rc, out, err, [("--storage:", "scheme", "'ftp://x'")], tmp_path=tmp_path)
+def test_run_storage_unsupported_scheme(harness, tmp_path, capsys):
+    rc, out, err = harness.run_cli(["run", harness.write(tmp_path, harness.base(tmp_path)), "--storage", "ftp://x", "--gpus", "0"], capsys)
+    harness.assert_refused(rc, out, err, [("--storage:", "scheme", "'ftp://x'")], tmp_path=tmp_path)
 
 
-def test_run_bad_sweep_launches_nothing(tmp_path, capsys):
-    raw = base(tmp_path)
+def test_run_bad_sweep_launches_nothing(harness, tmp_path, capsys):
+    raw = harness.base(tmp_path)
     raw["finetune"]["lr"] = -1
     raw["modles"] = raw.pop("models")
-    rc, out, err = run_cli(["run", write(tmp_path, raw), "--storage", tmp_path / "out", "--gpus", "0"], capsys)
-    assert_refused(rc, out, err, [("modles:", "did you mean 'models'"), ("finetune.lr:", "got -1)")],
+    rc, out, err = harness.run_cli(["run", harness.write(tmp_path, raw), "--storage", tmp_path / "out", "--gpus", "0"], capsys)
+    harness.assert_refused(rc, out, err, [("modles:", "did you mean 'models'"), ("finetune.lr:", "got -1)")],
                    tmp_path=tmp_path)
 
 
@@ -129,10 +128,10 @@ SYNTAX_CASES = [
 
 
 @pytest.mark.parametrize("argv,expected", [c[1:] for c in SYNTAX_CASES], ids=[c[0] for c in SYNTAX_CASES])
-def test_cli_syntax(tmp_path, capsys, monkeypatch, argv, expected):
+def test_cli_syntax(harness, tmp_path, capsys, monkeypatch, argv, expected):
     monkeypatch.chdir(tmp_path)
-    rc, out, err = run_cli(argv, capsys)
-    assert_refused(rc, out, err, [expected])
+    rc, out, err = harness.run_cli(argv, capsys)
+    harness.assert_refused(rc, out, err, [expected])
     assert err.splitlines()[0].startswith("usage: headsweep")
     assert list(tmp_path.iterdir()) == []
 
@@ -155,16 +154,16 @@ def _a_file(tmp_path):
 
 @pytest.mark.parametrize("command", ["status", "resume", "analyze"])
 @pytest.mark.parametrize("make", [_empty_dir, _a_file, lambda t: t / "missing"], ids=["dir", "file", "missing"])
-def test_not_a_sweep_directory(tmp_path, capsys, command, make):
+def test_not_a_sweep_directory(harness, tmp_path, capsys, command, make):
     target = make(tmp_path)
     before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
     argv = [command, target] + (["--gpus", "0"] if command == "resume" else [])
-    rc, out, err = run_cli(argv, capsys)
-    assert_refused(rc, out, err, [("SWEEP_DIR:", "sweep directory", str(target.name))])
+    rc, out, err = harness.run_cli(argv, capsys)
+    harness.assert_refused(rc, out, err, [("SWEEP_DIR:", "sweep directory", str(target.name))])
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before  # nothing written
 
 
-def test_help_is_exit_zero(capsys):
-    rc, out, err = run_cli(["--help"], capsys)
+def test_help_is_exit_zero(harness, capsys):
+    rc, out, err = harness.run_cli(["--help"], capsys)
     assert rc == 0 and "usage: headsweep" in out
-    assert error_lines(err) == []
+    assert harness.error_lines(err) == []

@@ -36,7 +36,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 CLUSTER_YAML = REPO / "cluster.yaml"
 
-# Per-trial requests of the default sweep (DESIGN.md, sweep file `resources`).
+# Per-trial requests of the default sweep (docs/design.md, sweep file `resources`).
 # configs/sst2.yaml, when present, is checked too (see trial_requests()).
 DEFAULT_TRIAL_RESOURCES = {
     "finetune": {"cpu": 2, "gpu": 1},

@@ -9,8 +9,12 @@ import pytest
 
 pytest.importorskip("ray.tune")
 
-from orchestrator.pipeline import OVER, ReadyFirst, ready_first  # noqa: E402
+from orchestrator.pipeline import ReadyFirst, ready_first  # noqa: E402
 from orchestrator.storage import Store  # noqa: E402
+from trials import layout  # noqa: E402
+
+OVER = layout.stage_over_marker("stage_a")
+STATUS, RESULT, ERROR = layout.STATUS, layout.RESULT, layout.ERROR
 from ray.tune.search import Searcher  # noqa: E402
 
 
@@ -22,7 +26,7 @@ def _specs():
 
 def _mark(store, key, *names):
     for n in names:
-        store.write_json(f"trials/{key}/{n}", {"state": n})
+        store.write_json(layout.trial_file(key, n), {"state": n})
 
 
 @pytest.fixture
@@ -37,34 +41,34 @@ def test_nothing_is_released_before_checkpoints_exist(setup):
     store, s = setup
     assert s.suggest("t1") is None
     for k in ("a0", "a1", "a2"):
-        _mark(store, k, "status.json")          # all fine-tunes running, none finished
+        _mark(store, k, STATUS)          # all fine-tunes running, none finished
     assert s.suggest("t2") is None
 
 
 def test_released_in_grid_order_as_checkpoints_land(setup):
     store, s = setup
     for k in ("a0", "a1", "a2"):
-        _mark(store, k, "status.json")
-    _mark(store, "a1", "result.json")
+        _mark(store, k, STATUS)
+    _mark(store, "a1", RESULT)
     assert [s.suggest(f"t{i}") for i in range(3)] == [{"key": "b10"}, {"key": "b11"}, None]
-    _mark(store, "a0", "result.json")
+    _mark(store, "a0", RESULT)
     assert [s.suggest(f"u{i}") for i in range(3)] == [{"key": "b00"}, {"key": "b01"}, Searcher.FINISHED]
 
 
 def test_a_fine_tune_waiting_for_a_slot_goes_first(setup):
     store, s = setup
-    _mark(store, "a0", "status.json", "result.json")
-    _mark(store, "a1", "status.json")           # a2 has not started: it is waiting for a slot
+    _mark(store, "a0", STATUS, RESULT)
+    _mark(store, "a1", STATUS)           # a2 has not started: it is waiting for a slot
     assert s.suggest("t1") is None
-    _mark(store, "a2", "status.json")
+    _mark(store, "a2", STATUS)
     assert s.suggest("t2") == {"key": "b00"}
 
 
 def test_finishes_when_stage_a_is_over_without_a_checkpoint(setup):
     store, s = setup
-    _mark(store, "a0", "status.json", "result.json")
-    _mark(store, "a1", "status.json", "error.json")  # a1 failed for good: b10, b11 are skipped
-    _mark(store, "a2", "status.json")
+    _mark(store, "a0", STATUS, RESULT)
+    _mark(store, "a1", STATUS, ERROR)  # a1 failed for good: b10, b11 are skipped
+    _mark(store, "a2", STATUS)
     assert [s.suggest(f"t{i}") for i in range(3)] == [{"key": "b00"}, {"key": "b01"}, None]
     store.write_json(OVER, {"at": 0})
     assert s.suggest("t3") == Searcher.FINISHED
@@ -73,7 +77,7 @@ def test_finishes_when_stage_a_is_over_without_a_checkpoint(setup):
 def test_save_and_restore_keep_what_was_released(setup, tmp_path):
     store, s = setup
     for k in ("a0", "a1", "a2"):
-        _mark(store, k, "status.json", "result.json")
+        _mark(store, k, STATUS, RESULT)
     assert s.suggest("t1") == {"key": "b00"}
     s.save(str(tmp_path / "searcher.pkl"))
     a, b = _specs()
@@ -91,7 +95,7 @@ def test_every_released_trial_may_be_pending_at_once(tmp_path):
     assert _get_max_pending_trials(gen) == len(b)
     store = Store(str(tmp_path))
     for k in ("a0", "a1", "a2"):
-        _mark(store, k, "status.json", "result.json")
+        _mark(store, k, STATUS, RESULT)
     limiter = gen.searcher
     limiter.searcher.poll_s = 0.0
     assert [limiter.suggest(f"t{i}") for i in range(5)] == [{"key": x.key} for x in b] + [Searcher.FINISHED]

@@ -10,8 +10,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from orchestrator import app, cli
+from orchestrator import cli, driver
+from orchestrator.plan import plan_file
+from orchestrator.status import sweep_status
 from orchestrator.storage import Store
+from trials import layout
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
@@ -96,7 +99,7 @@ def test_driver_killed_mid_stage_b_then_resume(small_raw, write_sweep, tmp_path)
     before = {t["key"]: (sweep_dir / "trials" / t["key"] / "result.json").read_bytes()
               for t in grid["stage_a"] + grid["stage_b"]
               if (sweep_dir / "trials" / t["key"] / "result.json").exists()}
-    report = app.status(str(sweep_dir))
+    report = sweep_status(str(sweep_dir))
     assert not report["driver_running"]
     assert report["stages"]["stage_b"]["done"] >= len(done_b)
     assert report["stages"]["stage_b"]["running"] == 0           # nothing claims to run any more
@@ -128,27 +131,30 @@ def test_same_sweep_twice_gives_identical_tables(small_raw, write_sweep, tmp_pat
 
 def test_atomic_write_keeps_the_old_file_when_a_write_fails(tmp_path, monkeypatch):
     store = Store(tmp_path)
-    store.write_json("trials/x/result.json", {"v": 1})
+    rel = layout.result_file("x")
+    store.write_json(rel, {"v": 1})
+    real = Path.write_bytes
 
-    def broken_fdopen(*a, **k):
+    def half_then_full_disk(self, data):
+        real(self, data[: len(data) // 2])
         raise OSError("disk full")
-    monkeypatch.setattr(os, "fdopen", broken_fdopen)
+    monkeypatch.setattr(Path, "write_bytes", half_then_full_disk)
     with pytest.raises(OSError):
-        store.write_json("trials/x/result.json", {"v": 2})
+        store.write_json(rel, {"v": 2})
     monkeypatch.undo()
-    assert store.read_json("trials/x/result.json") == {"v": 1}
-    assert os.listdir(tmp_path / "trials" / "x") == ["result.json"]   # no temporary debris
+    assert store.read_json(rel) == {"v": 1}
+    assert os.listdir(tmp_path / layout.trial_dir("x")) == [layout.RESULT]   # no temporary debris
 
 
 def test_safe_defaults(small_raw, tmp_path, monkeypatch):
     """safetensors only, trust_remote_code off, dashboard on loopback, README says so."""
-    pl = app.plan(small_raw, storage=str(tmp_path))
+    pl = plan_file(small_raw, storage=str(tmp_path))
     assert all(m.trust_remote_code is False for m in pl.sweep.models)
     assert all(s.model.trust_remote_code is False for s in pl.stage_a)
     seen = {}
     import ray
     monkeypatch.setattr(ray, "init", lambda **kw: seen.update(kw))
-    app.start_ray(None, 2, 0)
+    driver.start_ray(None, 2, 0)
     assert seen["dashboard_host"] == "127.0.0.1" and seen["address"] == "local"
     readme = (REPO / "README.md").read_text()
     for phrase in ("safetensors", "trust_remote_code", "127.0.0.1", "no secrets"):

@@ -9,27 +9,25 @@ import torch
 from orchestrator import cli
 from orchestrator.results import CONTRACT_COLUMNS, read_rows, results_frame
 
-from .conftest import SMALL_STAGE_A, SMALL_STAGE_B
-
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory, ray_session):
+def finished(tmp_path_factory, ray_session, small_template):
     """Run the small sweep once for the module; returns (sweep_dir, results)."""
     import yaml
 
-    from .conftest import SMALL
     root = tmp_path_factory.mktemp("e2e")
     path = root / "sweep.yaml"
-    path.write_text(yaml.safe_dump(SMALL))
+    path.write_text(yaml.safe_dump(small_template))
     rc = cli.main(["run", str(path), "--storage", str(root / "sweeps"), "--no-analysis"])
     assert rc == 0
     sweep_dir = root / "sweeps" / "small"
     return sweep_dir, pd.read_parquet(sweep_dir / "results.parquet")
 
 
-def test_row_count_equals_grid_and_contract_columns(finished):
+def test_row_count_equals_grid_and_contract_columns(small_counts, finished):
+    SMALL_STAGE_A, SMALL_STAGE_B = small_counts
     sweep_dir, df = finished
     assert len(df) == SMALL_STAGE_A + SMALL_STAGE_B
     assert df["trial_key"].is_unique
@@ -42,7 +40,8 @@ def test_row_count_equals_grid_and_contract_columns(finished):
     assert json.loads(df["versions"].iloc[0])["torch"] == torch.__version__
 
 
-def test_finetuning_ran_once_per_model_variant_and_seed(finished):
+def test_finetuning_ran_once_per_model_variant_and_seed(small_counts, finished):
+    SMALL_STAGE_A, SMALL_STAGE_B = small_counts
     sweep_dir, df = finished
     a = df[df["stage"] == "A"]
     assert len(a) == SMALL_STAGE_A
@@ -110,7 +109,8 @@ def test_rebuilding_results_from_trial_outputs_gives_same_table(finished):
     pd.testing.assert_frame_equal(rebuilt.reset_index(drop=True), df.reset_index(drop=True))
 
 
-def test_status_reports_all_done(finished, capsys):
+def test_status_reports_all_done(small_counts, finished, capsys):
+    SMALL_STAGE_A, SMALL_STAGE_B = small_counts
     sweep_dir, _ = finished
     assert cli.main(["status", str(sweep_dir), "--json"]) == 0
     r = json.loads(capsys.readouterr().out)

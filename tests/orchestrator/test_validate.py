@@ -1,6 +1,6 @@
 """Bad sweep files and bad data: ``headsweep validate`` refuses each with one line per problem.
 
-The standard (DESIGN.md "CLI"): bad input exits 2 with one clear line per problem,
+The standard (docs/design.md "CLI"): bad input exits 2 with one clear line per problem,
 ``error: <key>: <problem> (got <value>)`` on stderr, naming the key and the value; nothing is
 launched (Ray never starts) and nothing is written (no sweep directory). No traceback.
 
@@ -17,79 +17,16 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
-from orchestrator import app, cli
-
-from .conftest import SMALL, SMALL_STAGE_A, SMALL_STAGE_B
+pytestmark = pytest.mark.usefixtures("offline_and_no_ray")
 
 REPO = Path(__file__).resolve().parents[2]
-LINE = re.compile(r"^error: [^:\s][^:]*: .+ \(got .+\)$")  # error: <key>: <problem> (got <value>)
-
-# ---------------------------------------------------------------------------- guards and helpers
 
 
-@pytest.fixture(autouse=True)
-def offline_and_no_ray(monkeypatch):
-    """Validation must never start Ray, and must not depend on the network."""
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
-    import ray
-    was_running = ray.is_initialized()  # a session fixture of another module may have started it
-    started = []
-
-    def refuse(*a, **kw):
-        started.append((a, kw))
-        raise AssertionError("Ray was started while refusing bad input")
-
-    monkeypatch.setattr(ray, "init", refuse)
-    monkeypatch.setattr(app, "start_ray", refuse)
-    yield
-    assert not started, "Ray was started"
-    assert ray.is_initialized() == was_running
-    if not was_running:
-        assert not ray.is_initialized()
-
-
-def base(tmp_path) -> dict:
-    raw = copy.deepcopy(SMALL)
-    raw["storage"] = str(tmp_path / "out")
-    return raw
-
-
-def write(tmp_path, raw, name="sweep.yaml") -> Path:
-    path = tmp_path / name
-    path.write_text(raw if isinstance(raw, str) else yaml.safe_dump(raw, sort_keys=False))
+def _sweep_text(tmp_path, text: str) -> Path:
+    path = tmp_path / "sweep.yaml"
+    path.write_text(text)
     return path
-
-
-def run_cli(argv, capsys):
-    rc = cli.main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return rc, out, err
-
-
-def error_lines(err: str) -> list[str]:
-    return [ln for ln in err.splitlines() if "error:" in ln]
-
-
-def assert_refused(rc, out, err, expected, *, tmp_path=None, exact_format=True):
-    """rc 2; one ``error:`` line per expected problem, each naming its key and value (all the
-    substrings of its tuple, lines in order); no traceback; nothing written to storage."""
-    text = out + err
-    assert "Traceback" not in text, text
-    assert rc == 2, text
-    lines = error_lines(err)
-    assert len(lines) == len(expected), f"expected {len(expected)} error lines, got:\n{err}"
-    for line, parts in zip(lines, expected):
-        for part in parts:
-            assert part in line, f"{part!r} not in {line!r}"
-        if exact_format:
-            assert LINE.match(line), f"not 'error: key: problem (got value)': {line!r}"
-    assert "ok:" not in out
-    if tmp_path is not None:
-        assert not (tmp_path / "out").exists(), "a sweep directory was created"
-
 
 # ---------------------------------------------------------------------------- tiny data files
 
@@ -265,11 +202,11 @@ SWEEP_CASES = [
 
 
 @pytest.mark.parametrize("mutate,expected", [c[1:] for c in SWEEP_CASES], ids=[c[0] for c in SWEEP_CASES])
-def test_bad_sweep_file(tmp_path, capsys, mutate, expected):
-    raw = base(tmp_path)
+def test_bad_sweep_file(harness, tmp_path, capsys, mutate, expected):
+    raw = harness.base(tmp_path)
     mutate(raw, tmp_path)
-    rc, out, err = run_cli(["validate", write(tmp_path, raw)], capsys)
-    assert_refused(rc, out, err, expected, tmp_path=tmp_path)
+    rc, out, err = harness.run_cli(["validate", harness.write(tmp_path, raw)], capsys)
+    harness.assert_refused(rc, out, err, expected, tmp_path=tmp_path)
 
 
 # ---------------------------------------------------------------------------- the file itself
@@ -281,14 +218,14 @@ def _binary(tmp_path):
 
 
 FILE_CASES = [
-    ("yaml-syntax-error", lambda t: write(t, "name: x\nmodels:\n  - {name: gpt2\nseeds: [0]\n"),
+    ("yaml-syntax-error", lambda t: _sweep_text(t, "name: x\nmodels:\n  - {name: gpt2\nseeds: [0]\n"),
      [("(sweep file):", "not valid YAML", "line 4, column", "sweep.yaml")]),
-    ("yaml-bad-indent", lambda t: write(t, "name: x\n  models: [a]\n"),
+    ("yaml-bad-indent", lambda t: _sweep_text(t, "name: x\n  models: [a]\n"),
      [("(sweep file):", "not valid YAML", "line 2, column", "sweep.yaml")]),
-    ("empty-file", lambda t: write(t, ""), [("(sweep file):", "empty", "sweep.yaml")]),
-    ("comments-only", lambda t: write(t, "# nothing here\n"), [("(sweep file):", "empty", "sweep.yaml")]),
-    ("yaml-list", lambda t: write(t, "- name: x\n- models: []\n"), [("(sweep file):", "mapping", "list")]),
-    ("yaml-scalar", lambda t: write(t, "just a sentence\n"), [("(sweep file):", "mapping", "str")]),
+    ("empty-file", lambda t: _sweep_text(t, ""), [("(sweep file):", "empty", "sweep.yaml")]),
+    ("comments-only", lambda t: _sweep_text(t, "# nothing here\n"), [("(sweep file):", "empty", "sweep.yaml")]),
+    ("yaml-list", lambda t: _sweep_text(t, "- name: x\n- models: []\n"), [("(sweep file):", "mapping", "list")]),
+    ("yaml-scalar", lambda t: _sweep_text(t, "just a sentence\n"), [("(sweep file):", "mapping", "str")]),
     ("missing-path", lambda t: t / "nope.yaml", [("(sweep file):", "No such file", "nope.yaml")]),
     ("a-directory", lambda t: t, [("(sweep file):", "cannot read", str(Path("/")))]),
     ("binary-file", _binary, [("(sweep file):", "UTF-8", "sweep.yaml")]),
@@ -296,9 +233,9 @@ FILE_CASES = [
 
 
 @pytest.mark.parametrize("make,expected", [c[1:] for c in FILE_CASES], ids=[c[0] for c in FILE_CASES])
-def test_bad_sweep_file_itself(tmp_path, capsys, make, expected):
-    rc, out, err = run_cli(["validate", make(tmp_path)], capsys)
-    assert_refused(rc, out, err, expected, tmp_path=tmp_path)
+def test_bad_sweep_file_itself(harness, tmp_path, capsys, make, expected):
+    rc, out, err = harness.run_cli(["validate", make(tmp_path)], capsys)
+    harness.assert_refused(rc, out, err, expected, tmp_path=tmp_path)
 
 
 # ---------------------------------------------------------------------------- data files
@@ -348,35 +285,36 @@ DATA_CASES = [
 
 
 @pytest.mark.parametrize("make,extra,expected", [c[1:] for c in DATA_CASES], ids=[c[0] for c in DATA_CASES])
-def test_bad_data(tmp_path, capsys, make, extra, expected):
-    raw = with_data(base(tmp_path), make(tmp_path))
+def test_bad_data(harness, tmp_path, capsys, make, extra, expected):
+    raw = with_data(harness.base(tmp_path), make(tmp_path))
     raw.update(copy.deepcopy(extra))
-    rc, out, err = run_cli(["validate", write(tmp_path, raw)], capsys)
-    assert_refused(rc, out, err, expected, tmp_path=tmp_path)
+    rc, out, err = harness.run_cli(["validate", harness.write(tmp_path, raw)], capsys)
+    harness.assert_refused(rc, out, err, expected, tmp_path=tmp_path)
 
 
-def test_bad_rows_validate_with_drop_invalid(tmp_path, capsys):
-    raw = with_data(base(tmp_path), data_dir(tmp_path, train=BAD_ROWS), drop_invalid=True)
-    rc, out, err = run_cli(["validate", write(tmp_path, raw)], capsys)
+def test_bad_rows_validate_with_drop_invalid(harness, tmp_path, capsys):
+    raw = with_data(harness.base(tmp_path), data_dir(tmp_path, train=BAD_ROWS), drop_invalid=True)
+    rc, out, err = harness.run_cli(["validate", harness.write(tmp_path, raw)], capsys)
     assert rc == 0, err
     assert "error:" not in err and out.startswith("ok: small:")
     assert not (tmp_path / "out").exists()
 
 
-def test_good_local_data_validates(tmp_path, capsys):
+def test_good_local_data_validates(harness, small_counts, tmp_path, capsys):
     """The data cases above fail only for what they plant."""
-    raw = with_data(base(tmp_path), data_dir(tmp_path))
-    rc, out, err = run_cli(["validate", write(tmp_path, raw)], capsys)
+    raw = with_data(harness.base(tmp_path), data_dir(tmp_path))
+    rc, out, err = harness.run_cli(["validate", harness.write(tmp_path, raw)], capsys)
     assert rc == 0, err
-    assert f"{SMALL_STAGE_A} stage-A fine-tunes, {SMALL_STAGE_B} stage-B trials" in out
+    a, b = small_counts
+    assert f"{a} stage-A fine-tunes, {b} stage-B trials" in out
 
 
 # ---------------------------------------------------------------------------- valid files
 
 
-def test_demo_validates(tmp_path, capsys, monkeypatch):
+def test_demo_validates(harness, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)  # demo storage is ./sweeps: nothing may appear there
-    rc, out, err = run_cli(["validate", REPO / "configs" / "demo.yaml"], capsys)
+    rc, out, err = harness.run_cli(["validate", REPO / "configs" / "demo.yaml"], capsys)
     assert rc == 0, err
     assert "error:" not in err
     # 2 models + their one-head variants, 2 seeds; per (multi-head model, seed): 3 strategies x 2 K + single-head
@@ -384,32 +322,33 @@ def test_demo_validates(tmp_path, capsys, monkeypatch):
     assert not (tmp_path / "sweeps").exists()
 
 
-def test_small_validates(tmp_path, capsys):
-    rc, out, err = run_cli(["validate", write(tmp_path, base(tmp_path))], capsys)
+def test_small_validates(harness, small_counts, tmp_path, capsys):
+    rc, out, err = harness.run_cli(["validate", harness.write(tmp_path, harness.base(tmp_path))], capsys)
     assert rc == 0, err
-    assert f"ok: small: {SMALL_STAGE_A} stage-A fine-tunes, {SMALL_STAGE_B} stage-B trials" in out
+    a, b = small_counts
+    assert f"ok: small: {a} stage-A fine-tunes, {b} stage-B trials" in out
     assert not (tmp_path / "out").exists()
 
 
-def test_one_model_by_name_validates(tmp_path, capsys):
+def test_one_model_by_name_validates(harness, tmp_path, capsys):
     """Decision: ``models: NAME`` (a string) is one model, as ``k: 0.5`` is one K."""
-    raw = base(tmp_path)
+    raw = harness.base(tmp_path)
     raw["models"] = "preset:tiny-bert"
-    rc, out, err = run_cli(["validate", write(tmp_path, raw)], capsys)
+    rc, out, err = harness.run_cli(["validate", harness.write(tmp_path, raw)], capsys)
     assert rc == 0, err
     assert out.startswith("ok: small:")
 
 
-def test_supported_local_model_dir_validates(tmp_path, capsys):
+def test_supported_local_model_dir_validates(harness, tmp_path, capsys):
     """A local directory with only config.json of a supported architecture is enough to validate."""
-    raw = base(tmp_path)
+    raw = harness.base(tmp_path)
     raw["models"] = [{"name": str(model_dir(tmp_path, "gpt2")), "label": "g"}]
     raw["k"] = [4]  # 2 layers x 2 heads: K = 4 is all of them, still allowed
-    rc, out, err = run_cli(["validate", write(tmp_path, raw)], capsys)
+    rc, out, err = harness.run_cli(["validate", harness.write(tmp_path, raw)], capsys)
     assert rc == 0, err
     raw["k"] = [5]
-    rc, out, err = run_cli(["validate", write(tmp_path, raw)], capsys)
-    assert_refused(rc, out, err, [("k[0]:", "between 0 and 4", "g (2 layers x 2 heads)", "got 5)")],
+    rc, out, err = harness.run_cli(["validate", harness.write(tmp_path, raw)], capsys)
+    harness.assert_refused(rc, out, err, [("k[0]:", "between 0 and 4", "g (2 layers x 2 heads)", "got 5)")],
                    tmp_path=tmp_path)
 
 
@@ -424,20 +363,20 @@ SUBPROCESS_CASES = {
 
 
 @pytest.fixture(scope="module")
-def validate_processes(tmp_path_factory):
+def validate_processes(harness, tmp_path_factory):
     """``python -m orchestrator validate`` on each case, all started at once (each pays the imports)."""
     env = dict(os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
     procs = {}
     for case in SUBPROCESS_CASES:
         tmp = tmp_path_factory.mktemp(case)
         if case == "not-yaml":
-            path = write(tmp, "models: [\n")
+            path = harness.write(tmp, "models: [\n")
         elif case == "negative-lr":
-            raw = base(tmp)
+            raw = harness.base(tmp)
             raw["finetune"]["lr"] = -0.5
-            path = write(tmp, raw)
+            path = harness.write(tmp, raw)
         else:
-            path = write(tmp, with_data(base(tmp), data_dir(tmp, header=("sentence", "y"))))
+            path = harness.write(tmp, with_data(harness.base(tmp), data_dir(tmp, header=("sentence", "y"))))
         procs[case] = (tmp, subprocess.Popen([sys.executable, "-m", "orchestrator", "validate", str(path)],
                                              cwd=tmp, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                              text=True))
@@ -449,8 +388,8 @@ def validate_processes(tmp_path_factory):
 
 
 @pytest.mark.parametrize("case", list(SUBPROCESS_CASES))
-def test_subprocess_no_traceback(validate_processes, case):
+def test_subprocess_no_traceback(harness, validate_processes, case):
     tmp, proc = validate_processes[case]
     out, err = proc.communicate(timeout=180)
-    assert_refused(proc.returncode, out, err, SUBPROCESS_CASES[case], tmp_path=tmp)
+    harness.assert_refused(proc.returncode, out, err, SUBPROCESS_CASES[case], tmp_path=tmp)
     assert out == ""

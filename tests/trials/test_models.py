@@ -39,7 +39,7 @@ def tiny_opt_model():
 
 
 def test_presets_have_several_heads_per_layer():
-    assert set(trials.PRESETS) == {"tiny-gpt2", "tiny-distilbert", "tiny-bert"}
+    assert set(trials.PRESETS) == {"preset:tiny-gpt2", "preset:tiny-distilbert", "preset:tiny-bert"}
     for arch, model_type in (("gpt2", "gpt2"), ("distilbert", "distilbert"), ("bert", "bert")):
         model, tok = trials.load_model(f"preset:tiny-{arch}", 3)
         assert model.config.model_type == model_type

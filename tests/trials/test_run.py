@@ -1,6 +1,6 @@
 """One trial end to end (trials.run): stage A fine-tune, stage B pruning, the CLI.
 
-Every stage-B row is re-checked the way DESIGN.md promises: mask ``heads_removed`` on the
+Every stage-B row is re-checked the way docs/design.md promises: mask ``heads_removed`` on the
 stage-A checkpoint (loaded with plain transformers) and evaluate.
 """
 from __future__ import annotations

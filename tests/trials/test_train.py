@@ -12,7 +12,8 @@ import torch.nn.functional as F
 import trials
 from trials.data import Encoded, read_split
 from trials.spec import DataSpec, TrainSpec
-from trials.train import accelerator_scope, evaluate, finetune, macro_f1, resolve_precision
+from trials.metrics import macro_f1
+from trials.train import accelerator_scope, evaluate, finetune, resolve_precision
 
 
 # ---------------------------------------------------------------------------- macro F1

@@ -1,0 +1,92 @@
+"""Ray Tune: one ``Tuner`` per stage, and the callback that keeps the results table live.
+
+Stage A fine-tunes every (model variant, seed) once and saves a checkpoint; stage B runs one
+trial per (model, strategy, K, seed, recovery_epochs) on those checkpoints. Ray is imported here
+(and in the driver and pipeline), never by the trials or the analysis.
+"""
+from __future__ import annotations
+
+import os
+import time
+
+from orchestrator import faults
+from orchestrator.grid import trial_name
+from orchestrator.results import write_results
+from orchestrator.storage import Store
+from orchestrator.worker import trainable
+from trials import layout
+
+
+def publish_callback(store: Store, min_interval_s: float = 10.0):
+    """Tune callback: rewrite the results table as trials complete (live partial results).
+
+    At most once per ``min_interval_s``: a rewrite reads every finished trial's result, so doing it
+    per trial costs the driver O(trials^2) work that competes with the trials for the CPUs. Each
+    stage ends with a full ``publish_tables`` anyway.
+    """
+    from ray.tune import Callback
+
+    class Publish(Callback):
+        last = 0.0
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            if time.monotonic() - self.last >= min_interval_s:
+                write_results(store)
+                self.last = time.monotonic()
+
+    return Publish()
+
+
+def fit_stage(stage: str, specs: list, store: Store, resources: dict, max_failures: int,
+              restore: bool = False, after: list | None = None):
+    """Fit (or restore) the Tuner of one stage; returns Ray's ResultGrid (None: no trials)."""
+    tuner = stage_tuner(stage, specs, store, resources, max_failures, restore, after)
+    return tuner.fit() if tuner is not None else None
+
+
+def stage_tuner(stage: str, specs: list, store: Store, resources: dict, max_failures: int,
+                restore: bool = False, after: list | None = None):
+    """The Tuner of one stage, new or restored, ready to ``fit()``.
+
+    ``after``: the stage-A specs this stage-B stage runs beside. Its trials are then released as
+    their checkpoints land (``orchestrator.pipeline``) instead of as one fixed grid.
+
+    Build Tuners in the driver's main thread; only ``fit()`` may run in another. The trainable is
+    registered here under a per-stage name: Tune's registry is process-global and not
+    thread-safe, and two stages registering the same name would hand one stage's trials the
+    other's trainable.
+    """
+    from ray import tune
+    if not specs:
+        return None
+    threads = max(1, int(resources.get("cpu", 1)))
+    # The grid is over trial keys only (short progress tables); the frozen specs themselves
+    # travel to the workers via with_parameters (they pickle).
+    trials = {s.key: {"spec": s, "sweep": store.root, "threads": threads, "cwd": os.getcwd(),
+                      "faults": faults.rules_from_env()} for s in specs}
+    names = {s.key: trial_name(s) for s in specs}
+    name = f"headsweep_{stage}"
+    tune.register_trainable(name, tune.with_resources(tune.with_parameters(trainable, trials=trials), resources))
+    path = store.uri(layout.ray_experiment(stage))
+    if restore and tune.Tuner.can_restore(path):
+        return tune.Tuner.restore(path, name, resume_errored=True)
+    if after is None:
+        space, search = {"key": tune.grid_search(list(trials))}, {}
+    else:
+        from orchestrator.pipeline import ready_first
+        space, search = {}, {"search_alg": ready_first(store.root, specs, after), "num_samples": len(specs)}
+    return tune.Tuner(
+        name,
+        param_space=space,
+        tune_config=tune.TuneConfig(
+            **search,
+            trial_name_creator=lambda t: names[t.config["key"]],
+            trial_dirname_creator=lambda t: names[t.config["key"]],
+            reuse_actors=True,  # safe: trials leave no hooks or Accelerator state behind
+        ),
+        run_config=tune.RunConfig(
+            name=stage, storage_path=store.uri(layout.RAY),
+            failure_config=tune.FailureConfig(max_failures=max_failures),
+            callbacks=[publish_callback(store)], verbose=1,
+        ),
+    )

@@ -1,0 +1,104 @@
+"""The sweep directory: every file and folder name a sweep writes, in one place (docs/design.md).
+
+Paths here are relative POSIX strings: join them to a local directory (``Path(root) / RESULTS``)
+or hand them to ``orchestrator.storage.Store`` (which also serves s3:// and gs://). Nothing else
+in the code base spells these names; ``tests/test_contracts.py`` checks that.
+
+    SWEEP_DIR/spec.yaml                          the resolved sweep
+    SWEEP_DIR/grid.json                          every trial of both stages
+    SWEEP_DIR/driver.json                        the running driver (pid, host); gone when it ends
+    SWEEP_DIR/results.parquet, results.csv       one row per evaluated trial
+    SWEEP_DIR/importance.parquet                 model, seed, method, layer, head, score, score_raw
+    SWEEP_DIR/predictions/<row_key>.parquet      per-example predictions of one results row
+    SWEEP_DIR/checkpoints/<variant>__seed<k>/    stage-A model (HF format, safetensors)
+    SWEEP_DIR/trials/<trial_key>/                result.json, status.json, error.json[, importance.parquet]
+    SWEEP_DIR/analysis/                          analysis.ipynb, report.md, stats.csv, summary.csv, figures/
+    SWEEP_DIR/ray/                               Ray Tune's own experiment folders (logs, a cache)
+    SWEEP_DIR/logs/                              Ray's and the driver's logs
+"""
+from __future__ import annotations
+
+# ---------------------------------------------------------------------------- the sweep's top level
+SPEC = "spec.yaml"
+GRID = "grid.json"
+DRIVER = "driver.json"
+RESULTS = "results.parquet"
+RESULTS_CSV = "results.csv"
+IMPORTANCE = "importance.parquet"
+PREDICTIONS = "predictions"
+CHECKPOINTS = "checkpoints"
+TRIALS = "trials"
+RAY = "ray"
+LOGS = "logs"
+FAULTS = ".faults"            # fault-injection markers (tests only)
+
+# ---------------------------------------------------------------------------- one trial's files
+# The same names inside ``trials/<key>/`` and in the private output directory of ``trials.run``.
+RESULT = "result.json"        # written last: its presence means the trial is complete
+STATUS = "status.json"
+ERROR = "error.json"
+PREDICTIONS_FILE = "predictions.parquet"
+TRIAL_IMPORTANCE = "importance.parquet"
+CHECKPOINT = "checkpoint"     # stage A's model, inside the trial's output directory
+CKPT_IMPORTANCE = "importance.parquet"   # beside the weights: what stage B ranks heads by
+CKPT_SPEC = "headsweep_spec.json"
+
+# ---------------------------------------------------------------------------- the analysis
+ANALYSIS = "analysis"
+NOTEBOOK = f"{ANALYSIS}/analysis.ipynb"
+REPORT = f"{ANALYSIS}/report.md"
+STATS = f"{ANALYSIS}/stats.csv"
+SUMMARY = f"{ANALYSIS}/summary.csv"
+MCNEMAR_BY_SEED = f"{ANALYSIS}/mcnemar_by_seed.csv"
+FIGURES = f"{ANALYSIS}/figures"
+FIGURE_FORMATS = ("png", "pdf")
+
+# Every top-level entry an object-store sweep copies down for analysis (all but checkpoints).
+ANALYSIS_INPUTS = (SPEC, GRID, RESULTS, RESULTS_CSV, IMPORTANCE, PREDICTIONS)
+
+
+def trial_dir(key: str) -> str:
+    return f"{TRIALS}/{key}"
+
+
+def trial_file(key: str, name: str) -> str:
+    """``trials/<key>/<name>``; ``name`` is one of RESULT, STATUS, ERROR, TRIAL_IMPORTANCE."""
+    return f"{TRIALS}/{key}/{name}"
+
+
+def result_file(key: str) -> str:
+    return trial_file(key, RESULT)
+
+
+def status_file(key: str) -> str:
+    return trial_file(key, STATUS)
+
+
+def error_file(key: str) -> str:
+    return trial_file(key, ERROR)
+
+
+def predictions_file(row_key: str) -> str:
+    return f"{PREDICTIONS}/{row_key}.parquet"
+
+
+def checkpoint_dir(name: str) -> str:
+    """``checkpoints/<variant>__seed<k>`` (``FinetuneSpec.checkpoint_name``)."""
+    return f"{CHECKPOINTS}/{name}"
+
+
+def ray_experiment(stage: str) -> str:
+    return f"{RAY}/{stage}"
+
+
+def stage_over_marker(stage: str) -> str:
+    """Written by the driver when a stage's Tuner has returned (stage B may then finish)."""
+    return f"{RAY}/{stage}.over"
+
+
+def figure_file(stem: str, fmt: str = "png") -> str:
+    return f"{FIGURES}/{stem}.{fmt}"
+
+
+def fault_marker(key: str, mode: str) -> str:
+    return f"{FAULTS}/{key}.{mode}"

@@ -1,0 +1,107 @@
+"""The tables a sweep writes, column by column, and the strategy order (docs/design.md).
+
+One owner for every column list: the trial row builder (``trials.run``), the orchestrator's
+tables, the analysis and the synthetic sweeps all build and read rows through this module, so
+a column cannot be written by one side and missed by the other. Light to import (no numpy).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    kind: str                 # str | int | float | bool | json (a JSON text)
+    doc: str
+    default: Any = None       # None: missing (NaN in the table)
+    contract: bool = False    # part of the results contract every sweep writes
+    varies: bool = False      # differs between two identical runs (timings, attempts, provenance)
+
+
+def _c(name, kind, doc, default=None, **kw) -> Column:
+    return Column(name, kind, doc, default, **kw)
+
+
+# ---------------------------------------------------------------------------- results.parquet
+RESULT_COLUMNS: tuple[Column, ...] = (
+    # the contract, in its order
+    _c("model", "str", "model label (models[].label)", contract=True),
+    _c("strategy", "str", "how heads were chosen for removal (STRATEGY_ORDER)", contract=True),
+    _c("k", "int", "heads removed from the whole model", 0, contract=True),
+    _c("k_fraction", "float", "k / heads_total", 0.0, contract=True),
+    _c("seed", "int", "the fine-tuning seed", contract=True),
+    _c("recovery_epochs", "float", "epochs fine-tuned with the mask before evaluation", 0.0, contract=True),
+    _c("accuracy", "float", "evaluation accuracy", contract=True),
+    _c("f1", "float", "evaluation macro F1", contract=True),
+    _c("loss", "float", "mean evaluation cross-entropy", contract=True),
+    _c("n_eval", "int", "evaluation examples", contract=True),
+    _c("heads_total", "int", "heads of the unpruned model", contract=True),
+    _c("heads_kept", "int", "heads_total - k", contract=True),
+    _c("heads_removed", "json", "[[layer, head], ...]: masking these on the checkpoint reproduces the row",
+       "[]", contract=True),
+    _c("trial_key", "str", "hash of the trial's frozen spec: the row, cache and predictions key", contract=True),
+    # what the condition is
+    _c("arch", "str", "multi-head, or single-head for the one-head architecture", "multi-head"),
+    _c("variant", "str", "label, plus -1head for the one-head architecture"),
+    _c("arch_init", "str", "one-head architecture init (pretrained / random); empty otherwise", ""),
+    _c("per_layer", "bool", "K was a count or fraction of each layer's heads", False),
+    _c("k_requested", "json", "K as the sweep file gave it (an int count or a fraction)", "0"),
+    _c("stage", "str", "A (fine-tune) or B (pruning trial)"),
+    _c("stage_a_key", "str", "trial_key of the stage-A fine-tune the row starts from"),
+    # how it ran
+    _c("eval_seconds", "float", "evaluation time", 0.0, varies=True),
+    _c("config", "json", "the resolved trial spec"),
+    _c("versions", "json", "library versions", varies=True),
+    _c("git_hash", "str", "headsweep's git HEAD (+dirty)", varies=True),
+    _c("train_loss", "float", "mean training loss (stage A; stage B with recovery)"),
+    _c("train_steps", "int", "optimizer steps"),
+    _c("train_examples", "int", "training examples seen"),
+    _c("train_seconds", "float", "training time", varies=True),
+    _c("train_examples_per_s", "float", "training throughput", varies=True),
+    _c("importance_seconds", "float", "importance time", varies=True),
+    _c("importance_examples", "int", "held-out training examples importance was computed on"),
+    _c("mixed_precision", "str", "resolved precision (no / bf16 / fp16)"),
+    _c("attempt", "int", "which attempt produced the row (1 = first)", 1, varies=True),
+)
+RESULT_NAMES = tuple(c.name for c in RESULT_COLUMNS)
+CONTRACT_COLUMNS = [c.name for c in RESULT_COLUMNS if c.contract]
+VARYING_COLUMNS = tuple(c.name for c in RESULT_COLUMNS if c.varies)
+RESULTS_SORT = ["model", "arch", "strategy", "recovery_epochs", "k", "seed", "trial_key"]
+METRIC_COLUMNS = ("accuracy", "f1", "loss")
+
+# A condition is everything that defines a group of trials except the seed.
+CONDITION = ["model", "variant", "arch", "strategy", "per_layer", "k", "recovery_epochs"]
+
+
+def result_row(**values) -> dict:
+    """A complete results row in column order; unknown columns are a bug, so they raise."""
+    unknown = sorted(set(values) - set(RESULT_NAMES))
+    if unknown:
+        raise KeyError(f"not results columns: {', '.join(unknown)} (add them to trials/schema.py)")
+    return {c.name: values.get(c.name, c.default) for c in RESULT_COLUMNS}
+
+
+# ---------------------------------------------------------------------------- other tables
+IMPORTANCE_COLUMNS = ["model", "seed", "layer", "head", "score", "score_raw"]
+TRIAL_IMPORTANCE_COLUMNS = ["layer", "head", "score", "score_raw"]   # one trial's, before model/seed
+PREDICTION_COLUMNS = ["example_id", "label", "pred", "correct", "prob"]
+
+STATS_COLUMNS = [
+    "comparison_id", "family", "model", "group_a", "group_b", "variant_a", "strategy_a", "variant_b",
+    "strategy_b", "arch_b", "k", "k_fraction", "per_layer", "recovery_epochs", "metric", "level", "test",
+    "primary", "n", "n_seeds", "n_examples", "mean_a", "mean_b", "difference", "ci_low", "ci_high",
+    "effect_size", "effect_size_name", "statistic", "p", "p_adjusted", "family_size", "significant",
+    "n01", "n10", "note",
+]
+SUMMARY_COLUMNS = CONDITION + ["k_fraction", "metric", "n", "mean", "std", "sem", "ci_low", "ci_high", "seeds"]
+
+# ---------------------------------------------------------------------------- strategies
+# Reading order everywhere (tables, reports, figure legends); trials.strategies registers these.
+STRATEGY_ORDER = ("none", "top", "bottom", "random", "single-head")
+REMOVAL_STRATEGIES = ("top", "bottom", "random")   # the ones that take K
+
+
+def strategy_rank(name: str) -> int:
+    return STRATEGY_ORDER.index(name) if name in STRATEGY_ORDER else len(STRATEGY_ORDER)
