@@ -180,10 +180,12 @@ def clean_results(raw: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
 def clean_importance(raw: pd.DataFrame) -> tuple[pd.DataFrame | None, list[str]]:
     """Normalise an importance table (model, seed, layer, head, score, score_raw)."""
     notes: list[str] = []
-    missing = [c for c in IMPORTANCE_COLUMNS if c not in raw.columns and c != "score_raw"]
+    missing = [c for c in IMPORTANCE_COLUMNS if c not in raw.columns and c not in ("score_raw", "method")]
     if missing:
         return None, [f"{layout.IMPORTANCE} lacks column(s) {', '.join(missing)}: importance analysis skipped"]
     df = raw.copy()
+    if "method" not in df.columns:  # sweeps from before importance methods were a choice
+        df["method"] = "gradient"
     if "score_raw" not in df.columns:
         df["score_raw"] = df["score"]
     df["model"] = df["model"].astype(str)

@@ -24,7 +24,7 @@ import pandas as pd
 from scipy import stats as st
 
 from trials import layout
-from trials.schema import IMPORTANCE_COLUMNS, STRATEGY_ORDER, result_row
+from trials.schema import CLASSIC_STRATEGIES, IMPORTANCE_COLUMNS, result_row
 
 from .load import write_csv, write_text
 
@@ -63,7 +63,7 @@ def _importance(rng, model: str, n_layers: int, n_heads: int, seeds) -> pd.DataF
         norm = raw / np.linalg.norm(raw, axis=1, keepdims=True)
         for layer in range(n_layers):
             for head in range(n_heads):
-                rows.append({"model": model, "seed": int(s), "layer": layer, "head": head,
+                rows.append({"model": model, "seed": int(s), "method": "gradient", "layer": layer, "head": head,
                              "score": float(norm[layer, head]), "score_raw": float(raw[layer, head])})
     return pd.DataFrame(rows)
 
@@ -86,7 +86,7 @@ def _removed(rng, strategy: str, k: int, scores: np.ndarray) -> list:
     return sorted([int(l), int(h)] for l, h in out)
 
 
-def synthetic_sweep(rng: np.random.Generator, *, models: dict | None = None, strategies=STRATEGY_ORDER,
+def synthetic_sweep(rng: np.random.Generator, *, models: dict | None = None, strategies=CLASSIC_STRATEGIES,
                     k_fractions=(0.25, 0.5), seeds=(0, 1, 2, 3, 4), recovery_epochs=(0,),
                     single_head_arch: bool = True, effect=default_effect, base_accuracy: float = 0.85,
                     seed_sd: float = 0.01, trial_sd: float = 0.005, n_eval: int = 300,

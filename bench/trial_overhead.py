@@ -209,7 +209,7 @@ def main(argv=None) -> int:
             "stage_b_small": {"trials": n_small, "wall_s": round(c_s.s, 2)},
             "worker_breakdown": {"trainable_median_s": round(inside, 3),
                                  "gap_between_trials_median_s": round(median(gaps), 3) if gaps else None,
-                                 "note": "per worker: time inside orchestrator.execute.trainable (run_one: "
+                                 "note": "per worker: time inside orchestrator.worker.trainable (run_one: "
                                          "store I/O + run_prune + tune.report) vs idle between two trials"},
             "wall_per_trial_s": round(c_b.s / n, 3),
             "compute_one_s": round(compute_one, 3), "compute_s": [round(x, 3) for x in compute],

@@ -4,6 +4,7 @@
     headsweep resume SWEEP_DIR
     headsweep status SWEEP_DIR [--json]
     headsweep validate SWEEP.yaml
+    headsweep plan SWEEP.yaml
     headsweep analyze SWEEP_DIR
 
 Bad input exits 2 with one line per problem naming the key and the value; nothing is launched.
@@ -95,6 +96,9 @@ def _parser() -> argparse.ArgumentParser:
     val = sub.add_parser("validate", help="check a sweep file; launches nothing (exit 2 on problems)")
     val.add_argument("sweep")
 
+    pla = sub.add_parser("plan", help="validate, then the grid, peak concurrency and a cost estimate")
+    pla.add_argument("sweep")
+
     an = sub.add_parser("analyze", help="statistics, figures, executed notebook and report")
     an.add_argument("sweep_dir")
     an.add_argument("--no-execute", action="store_true", help="write the notebook without executing it")
@@ -157,6 +161,12 @@ def main(argv=None) -> int:
             _print_warnings(pl)
             print(f"ok: {pl.sweep.name}: {len(pl.stage_a)} stage-A fine-tunes, {len(pl.stage_b)} "
                   f"stage-B trials -> {pl.store.root}")
+            return EXIT_OK
+        if args.command == "plan":
+            from orchestrator.estimate import plan_report
+            pl = plan_file(args.sweep)
+            _print_warnings(pl)
+            print("\n".join(plan_report(pl)))
             return EXIT_OK
         if args.command == "run":
             _, local = _mode(args)

@@ -51,11 +51,12 @@ def run_sweep(pl: Plan, *, address: str | None, cpus: float, gpus: float, restor
         if store.exists(over):
             store.remove(over)            # a resumed sweep: stage A is about to run (again)
         print(f"headsweep: stage A — {len(pl.stage_a)} fine-tunes (one per model variant and seed)", file=out)
+        track = {"tracking": sweep.tracking, "experiment": sweep.name}
         tuner_a = stage_tuner("stage_a", pl.stage_a, store, sweep.resources["finetune"].as_ray(),
-                              sweep.max_failures, restore)
+                              sweep.max_failures, restore, **track)
         tuners_b = [] if stop_after_a else [
             stage_tuner(name, specs, store, sweep.resources[need].as_ray(), sweep.max_failures, restore,
-                        after=pl.stage_a)
+                        after=pl.stage_a, **track)
             for name, need, specs in _stage_b_groups(pl.stage_b)]
         beside = [Background(t.fit) for t in tuners_b if t is not None]
         if beside:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from importlib import resources as importlib_resources
 from pathlib import Path
 
-from orchestrator import checks, grid
+from orchestrator import checks, grid, tracking
 from orchestrator.readers import Problems, load_yaml
 from orchestrator.storage import Store, is_uri, join, parent_and_name
 from orchestrator.sweep import Sweep, parse
@@ -67,6 +67,7 @@ def plan_sweep(sweep: Sweep, *, storage: str | None = None, local: dict | None =
     checks.check_importance(sweep, p)
     checks.check_data(sweep, p)
     checks.check_storage(storage or sweep.storage, p, key="--storage" if storage else "storage")
+    tracking.check(sweep.tracking, p)
     if local is not None:
         checks.check_resources(sweep, p, cpus=local["cpus"], gpus=local["gpus"], cluster=local["cluster"])
     if p:

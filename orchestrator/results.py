@@ -17,11 +17,12 @@ from trials.schema import CONTRACT_COLUMNS, IMPORTANCE_COLUMNS, RESULT_NAMES, RE
 
 
 def read_rows(store: Store, keys=None) -> list[dict]:
+    """Every results row of the finished trials (``keys``: those trials only)."""
     rows = []
     for key in keys if keys is not None else store.listdir(layout.TRIALS):
         rel = layout.result_file(key)
         if store.exists(rel):
-            rows.append(store.read_json(rel))
+            rows += store.read_json(rel)["rows"]
     return rows
 
 
@@ -56,7 +57,7 @@ def write_importance(store: Store, rows: list[dict] | None = None) -> pd.DataFra
     for r in rows:
         if r.get("stage") != "A" or r.get("arch") != "multi-head":
             continue
-        rel = layout.trial_file(r["trial_key"], layout.TRIAL_IMPORTANCE)
+        rel = layout.trial_file(r["spec_key"], layout.TRIAL_IMPORTANCE)
         if store.exists(rel):
             imp = pd.read_parquet(io.BytesIO(store.read_bytes(rel)))
             parts.append(imp.assign(model=r["model"], seed=r["seed"]))

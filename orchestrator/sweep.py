@@ -12,14 +12,16 @@ from typing import Any
 import yaml
 
 from orchestrator.readers import Problems, boolean, number, read_fields, section, string, unknown_keys
-from trials.schema import REMOVAL_STRATEGIES, STRATEGY_ORDER
+from trials.schema import CLASSIC_STRATEGIES, REMOVAL_STRATEGIES
 from trials.spec import SINGLE_HEAD_INITS, DataSpec, ImportanceSpec, ModelSpec, TrainSpec, default_label
 from trials.strategies import STRATEGIES, k_problem
 
 MODEL_KEYS = ("name", "label", "tokenizer", "trust_remote_code")
 RESOURCE_STAGES = ("finetune", "prune")
 TOP_KEYS = ("name", "models", "data", "importance", "finetune", "strategies", "k", "per_layer",
-            "seeds", "single_head_arch", "resources", "storage", "max_failures", "trust_remote_code")
+            "seeds", "single_head_arch", "resources", "storage", "max_failures", "trust_remote_code",
+            "tracking")
+TRACKERS = ("mlflow", "tensorboard", "wandb")
 STORAGE_SCHEMES = ("s3", "gs", "gcs", "file", "hdfs")
 UNSUPPORTED_SCHEME = "unsupported scheme; use a local path, s3://, gs:// or file://"
 
@@ -38,6 +40,24 @@ def _default_resources() -> dict:
 
 
 @dataclass(frozen=True)
+class TrackingSpec:
+    """Experiment trackers, through Ray Tune's own callbacks (orchestrator/tracking.py)."""
+    mlflow: str | None = None       # a tracking URI; "" = a local file store in the sweep directory
+    tensorboard: bool = False       # event files in the sweep directory
+    wandb: dict | None = field(default=None, hash=False)   # WandbLoggerCallback options (project, ...)
+
+    def to_yaml_dict(self) -> dict:
+        out = {}
+        if self.mlflow is not None:
+            out["mlflow"] = self.mlflow or True
+        if self.tensorboard:
+            out["tensorboard"] = True
+        if self.wandb is not None:
+            out["wandb"] = dict(self.wandb) or True
+        return out
+
+
+@dataclass(frozen=True)
 class Sweep:
     """A validated sweep file with every default filled in (what ``spec.yaml`` holds).
 
@@ -49,7 +69,7 @@ class Sweep:
     importance: ImportanceSpec = ImportanceSpec()
     train: TrainSpec = TrainSpec()
     recovery_epochs: tuple[float, ...] = (0.0,)
-    strategies: tuple[str, ...] = STRATEGY_ORDER
+    strategies: tuple[str, ...] = CLASSIC_STRATEGIES
     k: tuple[int | float, ...] = (0.1, 0.25, 0.5, 0.75)
     per_layer: bool = False
     seeds: tuple[int, ...] = (0,)
@@ -58,6 +78,7 @@ class Sweep:
     storage: str = "./sweeps"
     max_failures: int = 2
     trust_remote_code: bool = False       # the default of models[].trust_remote_code
+    tracking: TrackingSpec = TrackingSpec()
 
     def to_yaml_dict(self) -> dict:
         """The resolved sweep in the sweep-file layout (what ``spec.yaml`` holds)."""
@@ -78,6 +99,7 @@ class Sweep:
             "resources": {s: dataclasses.asdict(r) for s, r in self.resources.items()},
             "storage": self.storage,
             "max_failures": self.max_failures,
+            **({"tracking": self.tracking.to_yaml_dict()} if self.tracking.to_yaml_dict() else {}),
         }
 
     def to_yaml(self) -> str:
@@ -244,6 +266,30 @@ def _resources(raw, p) -> dict[str, Resources]:
     return out
 
 
+def _tracking(raw, p) -> TrackingSpec:
+    sec = section(raw, "tracking", p)
+    unknown_keys(sec, TRACKERS, "tracking.", p)
+    mlflow = sec.get("mlflow")
+    if mlflow is True:
+        mlflow = ""
+    elif mlflow is False:
+        mlflow = None
+    elif mlflow is not None and not (isinstance(mlflow, str) and mlflow.strip()):
+        p.add("tracking.mlflow", mlflow, "must be true or a tracking URI (file:///..., http://...)")
+        mlflow = None
+    tensorboard = boolean("tracking.tensorboard", sec.get("tensorboard", False), p)
+    wandb = sec.get("wandb")
+    if wandb is True:
+        wandb = {}
+    elif wandb is False:
+        wandb = None
+    elif wandb is not None and not isinstance(wandb, dict):
+        p.add("tracking.wandb", wandb, "must be true or a mapping of WandbLoggerCallback options, "
+                                       "e.g. {project: heads}")
+        wandb = None
+    return TrackingSpec(mlflow=mlflow, tensorboard=bool(tensorboard), wandb=wandb)
+
+
 def parse(raw: Any, p: Problems) -> Sweep | None:
     """Structure and types only (no file system, no network). ``None`` if any problem."""
     if not isinstance(raw, dict):
@@ -271,9 +317,10 @@ def parse(raw: Any, p: Problems) -> Sweep | None:
     if storage and "://" in storage and storage.split("://", 1)[0] not in STORAGE_SCHEMES:
         p.add("storage", storage, UNSUPPORTED_SCHEME)  # static: reported with the other file problems
     max_failures = number("max_failures", raw.get("max_failures", DEFAULT.max_failures), p, integer=True, lo=0)
+    tracking = _tracking(raw, p)
     if p:
         return None
     return Sweep(name=name, models=models, data=data, importance=importance, train=train,
                  recovery_epochs=recovery, strategies=strategies, k=ks, per_layer=bool(per_layer),
                  seeds=seeds, single_head_arch=sha, resources=resources, storage=storage,
-                 max_failures=max_failures, trust_remote_code=bool(trust))
+                 max_failures=max_failures, trust_remote_code=bool(trust), tracking=tracking)

@@ -13,6 +13,9 @@ from orchestrator import faults
 from orchestrator.grid import trial_name
 from orchestrator.results import write_results
 from orchestrator.storage import Store
+from orchestrator.sweep import TrackingSpec
+from orchestrator.tracking import callbacks as tracking_callbacks
+from orchestrator.tracking import flat_params
 from orchestrator.worker import trainable
 from trials import layout
 
@@ -45,11 +48,13 @@ def fit_stage(stage: str, specs: list, store: Store, resources: dict, max_failur
 
 
 def stage_tuner(stage: str, specs: list, store: Store, resources: dict, max_failures: int,
-                restore: bool = False, after: list | None = None):
+                restore: bool = False, after: list | None = None, tracking: TrackingSpec | None = None,
+                experiment: str = "headsweep"):
     """The Tuner of one stage, new or restored, ready to ``fit()``.
 
     ``after``: the stage-A specs this stage-B stage runs beside. Its trials are then released as
     their checkpoints land (``orchestrator.pipeline``) instead of as one fixed grid.
+    ``tracking``: the trackers to log to (``experiment``: their experiment / project name).
 
     Build Tuners in the driver's main thread; only ``fit()`` may run in another. The trainable is
     registered here under a per-stage name: Tune's registry is process-global and not
@@ -87,6 +92,9 @@ def stage_tuner(stage: str, specs: list, store: Store, resources: dict, max_fail
         run_config=tune.RunConfig(
             name=stage, storage_path=store.uri(layout.RAY),
             failure_config=tune.FailureConfig(max_failures=max_failures),
-            callbacks=[publish_callback(store)], verbose=1,
+            callbacks=[publish_callback(store),
+                       *tracking_callbacks(tracking or TrackingSpec(), store, experiment,
+                                           {s.key: flat_params(s) for s in specs})],
+            verbose=1,
         ),
     )

@@ -1,8 +1,9 @@
 """The worker side: one trial inside a Ray worker, publishing its outputs to the sweep directory.
 
-A trial whose ``result.json`` already exists returns it without recomputing (the trial key is
-the cache key), so a re-run, a Ray retry or a resume never repeats finished work. ``result.json``
-is written last: its presence means every other output of the trial is complete.
+A trial whose ``result.json`` already exists returns its rows without recomputing (the trial key
+is the cache key), so a re-run, a Ray retry or a resume never repeats finished work.
+``result.json`` (``{"rows": [...]}``) is written last: its presence means every other output of
+the trial is complete.
 """
 from __future__ import annotations
 
@@ -22,14 +23,17 @@ REPORTED = ("accuracy", "f1", "loss", "k", "heads_kept")   # what Tune shows per
 CACHE = Path(os.environ.get("HEADSWEEP_CACHE", Path.home() / ".cache" / "headsweep"))
 
 
-def run_one(spec: FinetuneSpec | PruneSpec, store: Store, fault_rules: str = "") -> dict:
-    """Run (or fetch the cached result of) one trial and publish its outputs. No Ray here."""
+def run_one(spec: FinetuneSpec | PruneSpec, store: Store, fault_rules: str = "",
+            node_id: str | None = None) -> list[dict]:
+    """Run (or fetch the cached result of) one trial and publish its outputs; returns its rows.
+    No Ray here (``node_id`` is the Ray node the caller runs on, for the record)."""
     if store.exists(layout.result_file(spec.key)):
-        return store.read_json(layout.result_file(spec.key))
+        return store.read_json(layout.result_file(spec.key))["rows"]
     status = layout.status_file(spec.key)
     attempt = store.read_json(status).get("attempt", 0) + 1 if store.exists(status) else 1
+    where = {"host": socket.gethostname(), "node_id": node_id}
     store.write_json(status, {"state": "running", "attempt": attempt, "pid": os.getpid(),
-                              "host": socket.gethostname(), "started": time.time()})
+                              "started": time.time(), **where})
     try:
         faults.maybe_inject(spec, store, fault_rules)
         with tempfile.TemporaryDirectory(prefix="headsweep-") as tmp:
@@ -38,16 +42,21 @@ def run_one(spec: FinetuneSpec | PruneSpec, store: Store, fault_rules: str = "")
                 from trials.run import run_prune
                 ft = spec.finetune
                 ckpt = store.get_dir(layout.checkpoint_dir(ft.checkpoint_name), CACHE / layout.CHECKPOINTS / ft.key)
-                row = run_prune(spec, ckpt, out)
+                rows = run_prune(spec, ckpt, out)
+                if (out / layout.PRUNED_MODEL).is_dir():
+                    store.put_dir(out / layout.PRUNED_MODEL, layout.pruned_model_dir(spec.key))
             else:
                 from trials.run import run_finetune
-                row = run_finetune(spec, out)
+                rows = run_finetune(spec, out)
                 store.put_dir(out / layout.CHECKPOINT, layout.checkpoint_dir(spec.checkpoint_name))
                 store.put_file(out / layout.TRIAL_IMPORTANCE, layout.trial_file(spec.key, layout.TRIAL_IMPORTANCE))
-            store.put_file(out / layout.PREDICTIONS_FILE, layout.predictions_file(spec.key))
-        row["attempt"] = attempt
-        store.write_json(layout.result_file(spec.key), row)  # last: its presence means the trial is complete
-        return row
+            for row in rows:
+                store.put_file(out / layout.predictions_file(row["trial_key"]),
+                               layout.predictions_file(row["trial_key"]))
+        rows = [row | {"attempt": attempt, **where} for row in rows]
+        # last: its presence means the trial is complete
+        store.write_json(layout.result_file(spec.key), {"rows": rows})
+        return rows
     except BaseException as e:
         store.write_json(layout.error_file(spec.key), {"error": f"{type(e).__name__}: {e}", "attempt": attempt,
                                                        "traceback": traceback.format_exc()[-4000:]})
@@ -56,6 +65,7 @@ def run_one(spec: FinetuneSpec | PruneSpec, store: Store, fault_rules: str = "")
 
 def trainable(config: dict, trials: dict) -> None:
     """The Ray Tune function trainable: one trial (``trials[config["key"]]``), reported once."""
+    import ray
     import torch
     from ray import tune
     trial = trials[config["key"]]
@@ -65,8 +75,10 @@ def trainable(config: dict, trials: dict) -> None:
     os.chdir(cwd if cwd and os.path.isdir(cwd) else os.environ.get("TUNE_ORIG_WORKING_DIR", os.getcwd()))
     torch.set_num_threads(max(1, int(trial["threads"])))
     quiet_libraries()
-    row = run_one(trial["spec"], Store(trial["sweep"]), trial.get("faults", ""))
-    tune.report({k: row[k] for k in REPORTED} | {"trial_key": row["trial_key"]})
+    node_id = ray.get_runtime_context().get_node_id()
+    rows = run_one(trial["spec"], Store(trial["sweep"]), trial.get("faults", ""), node_id=node_id)
+    last = rows[-1]  # Tune shows one row per trial: the last (for iterative, the largest K)
+    tune.report({k: last[k] for k in REPORTED} | {"trial_key": last["trial_key"], "rows": len(rows)})
 
 
 def quiet_libraries() -> None:

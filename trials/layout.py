@@ -11,7 +11,8 @@ in the code base spells these names; ``tests/test_contracts.py`` checks that.
     SWEEP_DIR/importance.parquet                 model, seed, method, layer, head, score, score_raw
     SWEEP_DIR/predictions/<row_key>.parquet      per-example predictions of one results row
     SWEEP_DIR/checkpoints/<variant>__seed<k>/    stage-A model (HF format, safetensors)
-    SWEEP_DIR/trials/<trial_key>/                result.json, status.json, error.json[, importance.parquet]
+    SWEEP_DIR/pruned/<trial_key>/                a pruned model (save_pruned)
+    SWEEP_DIR/trials/<trial_key>/                result.json ({"rows": [...]}), status.json, error.json[, importance.parquet]
     SWEEP_DIR/analysis/                          analysis.ipynb, report.md, stats.csv, summary.csv, figures/
     SWEEP_DIR/ray/                               Ray Tune's own experiment folders (logs, a cache)
     SWEEP_DIR/logs/                              Ray's and the driver's logs
@@ -30,6 +31,7 @@ CHECKPOINTS = "checkpoints"
 TRIALS = "trials"
 RAY = "ray"
 LOGS = "logs"
+MLRUNS = "mlruns"             # MLflow's file store (tracking: {mlflow: true})
 FAULTS = ".faults"            # fault-injection markers (tests only)
 
 # ---------------------------------------------------------------------------- one trial's files
@@ -37,11 +39,12 @@ FAULTS = ".faults"            # fault-injection markers (tests only)
 RESULT = "result.json"        # written last: its presence means the trial is complete
 STATUS = "status.json"
 ERROR = "error.json"
-PREDICTIONS_FILE = "predictions.parquet"
 TRIAL_IMPORTANCE = "importance.parquet"
 CHECKPOINT = "checkpoint"     # stage A's model, inside the trial's output directory
 CKPT_IMPORTANCE = "importance.parquet"   # beside the weights: what stage B ranks heads by
 CKPT_SPEC = "headsweep_spec.json"
+PRUNED_MODEL = "pruned_model"   # save_pruned: a stage-B trial's physically pruned model (HF format)
+PRUNED = "pruned"               # SWEEP_DIR/pruned/<trial_key>/
 
 # ---------------------------------------------------------------------------- the analysis
 ANALYSIS = "analysis"
@@ -79,7 +82,13 @@ def error_file(key: str) -> str:
 
 
 def predictions_file(row_key: str) -> str:
+    """``predictions/<row_key>.parquet``: the same relative path in the sweep directory and in a
+    trial's private output directory (``trials.run``)."""
     return f"{PREDICTIONS}/{row_key}.parquet"
+
+
+def pruned_model_dir(key: str) -> str:
+    return f"{PRUNED}/{key}"
 
 
 def checkpoint_dir(name: str) -> str:

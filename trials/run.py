@@ -3,10 +3,10 @@
 trial.json: ``{"spec": <FinetuneSpec or PruneSpec as a dict>, "out_dir": "...",
 "checkpoint_dir": "..." (stage B: the stage-A checkpoint)}``.
 
-Stage A writes to out_dir: ``result.json`` (the results row), ``predictions.parquet``,
-``importance.parquet`` and ``checkpoint/`` (HF format, safetensors, tokenizer, importance).
-Stage B writes ``result.json`` and ``predictions.parquet`` (names: trials/layout.py). Files appear
-atomically (temp + rename).
+Both stages write to out_dir (names: trials/layout.py) ``result.json`` = ``{"rows": [...]}`` (a
+trial yields one results row, or several: iterative pruning gives one per K) and
+``predictions/<row trial_key>.parquet`` per row; stage A also ``importance.parquet`` and
+``checkpoint/`` (HF format, safetensors, tokenizer, importance). Files appear atomically.
 """
 from __future__ import annotations
 
@@ -50,24 +50,35 @@ def _row(spec, heads, removed, metrics, extra) -> dict:
         **{k: metrics[k] for k in ("accuracy", "f1", "loss", "n_eval")},
         heads_total=total, heads_kept=total - len(removed),
         heads_removed=json.dumps([list(h) for h in removed]),
-        trial_key=spec.key, stage_a_key=ft.key, stage=spec.stage,
+        trial_key=spec.key, spec_key=spec.key, stage_a_key=ft.key, stage=spec.stage,
         eval_seconds=metrics.get("eval_seconds", 0.0),
         config=json.dumps(to_dict(spec), sort_keys=True),
         **provenance.info(), **extra,
     )
 
 
-def importance_frame(raw: torch.Tensor) -> pd.DataFrame:
+def importance_frame(raw: torch.Tensor, method: str) -> pd.DataFrame:
+    """One trial's importance table (TRIAL_IMPORTANCE_COLUMNS) for one method."""
     norm = normalize_per_layer(raw)
     n_layers, n_heads = raw.shape
     return pd.DataFrame({
+        "method": method,
         "layer": [l for l in range(n_layers) for _ in range(n_heads)],
         "head": [h for _ in range(n_layers) for h in range(n_heads)],
         "score": norm.reshape(-1).numpy(), "score_raw": raw.reshape(-1).numpy(),
     })[TRIAL_IMPORTANCE_COLUMNS]
 
 
-def run_finetune(spec: FinetuneSpec, out_dir: Path, progress: bool = False) -> dict:
+def write_outputs(out_dir: Path, rows_and_predictions: list[tuple[dict, pd.DataFrame]]) -> list[dict]:
+    """Each row's predictions, then ``result.json`` last (its presence means the trial is done)."""
+    for row, preds in rows_and_predictions:
+        atomic.write_parquet(Path(out_dir) / layout.predictions_file(row["trial_key"]), preds)
+    rows = [row for row, _ in rows_and_predictions]
+    atomic.write_json(Path(out_dir) / layout.RESULT, {"rows": rows})
+    return rows
+
+
+def run_finetune(spec: FinetuneSpec, out_dir: Path, progress: bool = False) -> list[dict]:
     """Stage A: fine-tune, evaluate unpruned, compute importance, save the checkpoint."""
     from accelerate.utils import set_seed
     out_dir = Path(out_dir)
@@ -93,7 +104,7 @@ def run_finetune(spec: FinetuneSpec, out_dir: Path, progress: bool = False) -> d
             heads.n_layers, heads.n_heads)
         imp_seconds = time.perf_counter() - t0
         mixed = acc.mixed_precision
-    imp = importance_frame(raw)
+    imp = importance_frame(raw, spec.importance.method)
     ckpt = out_dir / layout.CHECKPOINT
     tmp = out_dir / f".{layout.CHECKPOINT}.tmp"
     model.save_pretrained(tmp, safe_serialization=True)
@@ -104,23 +115,26 @@ def run_finetune(spec: FinetuneSpec, out_dir: Path, progress: bool = False) -> d
         import shutil
         shutil.rmtree(ckpt)
     os.replace(tmp, ckpt)
-    atomic.write_parquet(out_dir / layout.PREDICTIONS_FILE, preds)
     atomic.write_parquet(out_dir / layout.TRIAL_IMPORTANCE, imp)
     row = _row(spec, heads, [], metrics, {**train_stats, "importance_seconds": imp_seconds,
                                           "importance_examples": len(task.importance),
+                                          "importance_method": spec.importance.method,
                                           "mixed_precision": mixed})
-    atomic.write_json(out_dir / layout.RESULT, row)
-    return row
+    return write_outputs(out_dir, [(row, preds)])
 
 
-def load_scores(checkpoint_dir: Path, normalized: bool) -> torch.Tensor:
+def load_scores(checkpoint_dir: Path, normalized: bool, method: str | None = None) -> torch.Tensor:
+    """[n_layers, n_heads] scores of ``method`` (default: the only or first one) saved beside
+    the checkpoint."""
     imp = pd.read_parquet(Path(checkpoint_dir) / layout.CKPT_IMPORTANCE)
+    if "method" in imp.columns:
+        imp = imp[imp["method"] == (method or imp["method"].iloc[0])]
     col = "score" if normalized else "score_raw"
     grid = imp.pivot(index="layer", columns="head", values=col).sort_index().sort_index(axis=1)
     return torch.tensor(grid.to_numpy(dtype="float64", copy=True))  # [n_layers, n_heads]
 
 
-def run_prune(spec: PruneSpec, checkpoint_dir: Path, out_dir: Path, progress: bool = False) -> dict:
+def run_prune(spec: PruneSpec, checkpoint_dir: Path, out_dir: Path, progress: bool = False) -> list[dict]:
     """Stage B: load the stage-A checkpoint, remove heads, optionally recover, evaluate."""
     from accelerate.utils import set_seed
     out_dir = Path(out_dir)
@@ -144,10 +158,8 @@ def run_prune(spec: PruneSpec, checkpoint_dir: Path, out_dir: Path, progress: bo
             encoded = cached_eval_split(str(checkpoint_dir), ft.data)
         metrics, preds = evaluate(model, encoded, tok.pad_token_id, acc, ft.train.eval_batch_size)
         extra["mixed_precision"] = acc.mixed_precision
-    atomic.write_parquet(out_dir / layout.PREDICTIONS_FILE, preds)
-    row = _row(spec, heads, removed, metrics, extra)
-    atomic.write_json(out_dir / layout.RESULT, row)
-    return row
+    row = _row(spec, heads, removed, metrics, {**extra, "importance_method": ft.importance.method})
+    return write_outputs(out_dir, [(row, preds)])
 
 
 # Stage-B trials of one checkpoint run back to back in a reused Ray worker: load the checkpoint and
@@ -179,7 +191,7 @@ def _mtime(path: str) -> float:
     return os.stat(Path(path) / CONFIG_NAME).st_mtime_ns
 
 
-def run_trial(trial: dict, progress: bool = False) -> dict:
+def run_trial(trial: dict, progress: bool = False) -> list[dict]:
     spec = from_dict(trial["spec"])
     if isinstance(spec, PruneSpec):
         return run_prune(spec, Path(trial["checkpoint_dir"]), Path(trial["out_dir"]), progress)
@@ -192,14 +204,15 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     try:
         trial = json.loads(Path(args.trial_json).read_text())
-        row = run_trial(trial, progress=sys.stderr.isatty())
+        rows = run_trial(trial, progress=sys.stderr.isatty())
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except (OSError, json.JSONDecodeError, KeyError) as e:
         print(f"error: trial file {args.trial_json}: {e}", file=sys.stderr)
         return 2
-    print(json.dumps({k: row[k] for k in ("trial_key", "strategy", "k", "accuracy", "f1")}))
+    for row in rows:
+        print(json.dumps({k: row[k] for k in ("trial_key", "strategy", "k", "accuracy", "f1")}))
     return 0
 
 

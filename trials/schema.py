@@ -34,8 +34,8 @@ RESULT_COLUMNS: tuple[Column, ...] = (
     _c("seed", "int", "the fine-tuning seed", contract=True),
     _c("recovery_epochs", "float", "epochs fine-tuned with the mask before evaluation", 0.0, contract=True),
     _c("accuracy", "float", "evaluation accuracy", contract=True),
-    _c("f1", "float", "evaluation macro F1", contract=True),
-    _c("loss", "float", "mean evaluation cross-entropy", contract=True),
+    _c("f1", "float", "evaluation macro F1 (binary tasks: the macro average too)", contract=True),
+    _c("loss", "float", "mean evaluation loss (cross-entropy; MSE for regression)", contract=True),
     _c("n_eval", "int", "evaluation examples", contract=True),
     _c("heads_total", "int", "heads of the unpruned model", contract=True),
     _c("heads_kept", "int", "heads_total - k", contract=True),
@@ -50,6 +50,27 @@ RESULT_COLUMNS: tuple[Column, ...] = (
     _c("k_requested", "json", "K as the sweep file gave it (an int count or a fraction)", "0"),
     _c("stage", "str", "A (fine-tune) or B (pruning trial)"),
     _c("stage_a_key", "str", "trial_key of the stage-A fine-tune the row starts from"),
+    _c("spec_key", "str", "key of the trial (trials/<spec_key>/) that produced the row; several rows of "
+                          "one trial (iterative) share it, and trial_key stays unique per row"),
+    _c("importance_method", "str", "the importance criterion that ranked the heads (stage A: the first "
+                                   "method computed)", "gradient"),
+    _c("draw", "int", "random-K draw index (random_draws masks per checkpoint and K); missing otherwise"),
+    _c("layer", "int", "layer-single-head: the one layer reduced to its most important head"),
+    _c("step", "int", "iterative: the pruning step that produced the row (1 = first)"),
+    # what was measured besides the contract's metrics
+    _c("metric", "str", "the sweep's primary metric (accuracy, f1, mcc, pearson, spearman)", "accuracy"),
+    _c("mcc", "float", "Matthews correlation (computed where the task is classification)"),
+    _c("pearson", "float", "Pearson correlation of prediction and label (regression)"),
+    _c("spearman", "float", "Spearman correlation of prediction and label (regression)"),
+    _c("eval_split", "str", "the evaluation split the metrics are on"),
+    _c("extra_evals", "json", "further evaluations: {split: {metric: value}} (MNLI mismatched)", "{}"),
+    _c("attn_params_kept", "int", "attention parameters left after physically pruning heads_removed"),
+    _c("params_total", "int", "parameters of the unpruned model"),
+    _c("params_pruned", "int", "parameters after physically pruning heads_removed"),
+    _c("speedup", "float", "latency of the unpruned model / the pruned one, same worker (measure_speed)"),
+    _c("pruned_model", "str", "the saved pruned model, relative to the sweep directory (save_pruned)"),
+    _c("node_id", "str", "Ray node the trial ran on", varies=True),
+    _c("host", "str", "host the trial ran on", varies=True),
     # how it ran
     _c("eval_seconds", "float", "evaluation time", 0.0, varies=True),
     _c("config", "json", "the resolved trial spec"),
@@ -69,7 +90,7 @@ RESULT_NAMES = tuple(c.name for c in RESULT_COLUMNS)
 CONTRACT_COLUMNS = [c.name for c in RESULT_COLUMNS if c.contract]
 VARYING_COLUMNS = tuple(c.name for c in RESULT_COLUMNS if c.varies)
 RESULTS_SORT = ["model", "arch", "strategy", "recovery_epochs", "k", "seed", "trial_key"]
-METRIC_COLUMNS = ("accuracy", "f1", "loss")
+METRIC_COLUMNS = ("accuracy", "f1", "mcc", "pearson", "spearman", "loss")
 
 # A condition is everything that defines a group of trials except the seed.
 CONDITION = ["model", "variant", "arch", "strategy", "per_layer", "k", "recovery_epochs"]
@@ -84,8 +105,8 @@ def result_row(**values) -> dict:
 
 
 # ---------------------------------------------------------------------------- other tables
-IMPORTANCE_COLUMNS = ["model", "seed", "layer", "head", "score", "score_raw"]
-TRIAL_IMPORTANCE_COLUMNS = ["layer", "head", "score", "score_raw"]   # one trial's, before model/seed
+IMPORTANCE_COLUMNS = ["model", "seed", "method", "layer", "head", "score", "score_raw"]
+TRIAL_IMPORTANCE_COLUMNS = ["method", "layer", "head", "score", "score_raw"]   # one trial's, before model/seed
 PREDICTION_COLUMNS = ["example_id", "label", "pred", "correct", "prob"]
 
 STATS_COLUMNS = [
@@ -99,8 +120,9 @@ SUMMARY_COLUMNS = CONDITION + ["k_fraction", "metric", "n", "mean", "std", "sem"
 
 # ---------------------------------------------------------------------------- strategies
 # Reading order everywhere (tables, reports, figure legends); trials.strategies registers these.
-STRATEGY_ORDER = ("none", "top", "bottom", "random", "single-head")
+STRATEGY_ORDER = ("none", "top", "bottom", "random", "single-head", "layer-single-head", "iterative")
 REMOVAL_STRATEGIES = ("top", "bottom", "random")   # the ones that take K
+CLASSIC_STRATEGIES = STRATEGY_ORDER[:5]            # a sweep file's default
 
 
 def strategy_rank(name: str) -> int:

@@ -161,6 +161,12 @@ def spec_key(spec: Any) -> str:
     return hashlib.sha256(canonical_json(spec).encode()).hexdigest()[:16]
 
 
+def row_key(spec: Any, discriminator: str) -> str:
+    """The key of one row of a trial that yields several (iterative: one per K): unique per
+    (trial, discriminator), stable, the same form as a trial key."""
+    return hashlib.sha256(f"{spec_key(spec)}/{discriminator}".encode()).hexdigest()[:16]
+
+
 def _build(cls, d: dict):
     names = {f.name for f in dataclasses.fields(cls) if f.init}
     return cls(**{k: v for k, v in d.items() if k in names})

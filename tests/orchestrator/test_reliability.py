@@ -113,7 +113,7 @@ def test_driver_killed_mid_stage_b_then_resume(small_raw, write_sweep, tmp_path)
     for key, blob in before.items():   # finished trials were not re-run: their outputs are untouched
         assert (sweep_dir / "trials" / key / "result.json").read_bytes() == blob
         row = df[df["trial_key"] == key].iloc[0]
-        assert row["accuracy"] == json.loads(blob)["accuracy"] and row["attempt"] == 1
+        assert row["accuracy"] == json.loads(blob)["rows"][0]["accuracy"] and row["attempt"] == 1
 
 
 def test_same_sweep_twice_gives_identical_tables(small_raw, write_sweep, tmp_path, ray_session):

@@ -18,12 +18,26 @@ import pytest
 import torch
 
 import trials
+from trials import layout
 from trials.data import read_split
 from trials.run import main, run_finetune, run_prune
 from trials.spec import DataSpec, FinetuneSpec, ImportanceSpec, ModelSpec, PruneSpec, TrainSpec, to_dict
 
 ROOT = Path(__file__).resolve().parents[2]
 PRED_COLUMNS = ["example_id", "label", "pred", "correct", "prob"]
+
+
+def one_row(rows: list[dict]) -> dict:
+    assert isinstance(rows, list) and len(rows) == 1
+    return rows[0]
+
+
+def written_rows(out: Path) -> list[dict]:
+    return json.loads((out / layout.RESULT).read_text())["rows"]
+
+
+def predictions_of(out: Path, row: dict) -> pd.DataFrame:
+    return pd.read_parquet(out / layout.predictions_file(row["trial_key"]))
 
 # Long enough to learn the synthetic task well past chance (asserted: accuracy >= 0.8). Measured
 # with this config on seeds 0-4: accuracy 0.979-0.991 (3 epochs left some seeds at chance).
@@ -43,14 +57,14 @@ QUICK = FinetuneSpec(
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     out = tmp_path_factory.mktemp("stage_a")
-    row = run_finetune(TRAINED, out)
+    row = one_row(run_finetune(TRAINED, out))
     return row, out
 
 
 @pytest.fixture(scope="module")
 def quick(tmp_path_factory):
     out = tmp_path_factory.mktemp("quick")
-    return run_finetune(QUICK, out), out
+    return one_row(run_finetune(QUICK, out)), out
 
 
 def sha256(path: Path) -> str:
@@ -94,14 +108,15 @@ def check_predictions(preds: pd.DataFrame, spec: FinetuneSpec):
 def test_stage_a_learns_the_task_and_writes_its_files(trained):
     row, out = trained
     assert row["accuracy"] >= 0.8
-    result = json.loads((out / "result.json").read_text())
-    assert result["accuracy"] == row["accuracy"]
+    result = one_row(written_rows(out))
+    assert result == row
     assert result["strategy"] == "none" and result["k"] == 0 and result["stage"] == "A"
     assert result["heads_total"] == result["heads_kept"] == 16
     assert json.loads(result["heads_removed"]) == []
     assert result["trial_key"] == TRAINED.key and result["seed"] == 0
     assert result["mixed_precision"] == "no"
-    preds = pd.read_parquet(out / "predictions.parquet")
+    assert result["spec_key"] == TRAINED.key and result["importance_method"] == "gradient"
+    preds = predictions_of(out, row)
     check_predictions(preds, TRAINED)
     assert result["n_eval"] == len(preds) == 750
     assert result["accuracy"] == pytest.approx(preds["correct"].mean())
@@ -110,23 +125,24 @@ def test_stage_a_learns_the_task_and_writes_its_files(trained):
 
 def test_stage_a_importance_file(trained):
     _, out = trained
-    imp = pd.read_parquet(out / "importance.parquet")
-    assert {"layer", "head", "score", "score_raw"} <= set(imp.columns) and len(imp) == 16
+    imp = pd.read_parquet(out / layout.TRIAL_IMPORTANCE)
+    assert list(imp.columns) == ["method", "layer", "head", "score", "score_raw"] and len(imp) == 16
+    assert set(imp["method"]) == {"gradient"}
     assert sorted(zip(imp["layer"], imp["head"])) == [(l, h) for l in range(4) for h in range(4)]
     raw, score = score_grid(imp, "score_raw"), score_grid(imp, "score")
     assert (raw > 0).all()
     np.testing.assert_allclose(score, raw / np.linalg.norm(raw, axis=1, keepdims=True), rtol=1e-6)
-    pd.testing.assert_frame_equal(imp, pd.read_parquet(out / "checkpoint" / "importance.parquet"))
+    pd.testing.assert_frame_equal(imp, pd.read_parquet(out / layout.CHECKPOINT / layout.CKPT_IMPORTANCE))
 
 
 def test_stage_a_checkpoint_reloads_with_transformers(trained):
     row, out = trained
-    ckpt = out / "checkpoint"
+    ckpt = out / layout.CHECKPOINT
     files = {p.name for p in ckpt.iterdir()}
     assert "model.safetensors" in files and "pytorch_model.bin" not in files
     assert not any(p.name.startswith(".") for p in out.iterdir())      # no temp leftovers
     again = recheck(ckpt, TRAINED, [])
-    preds = pd.read_parquet(out / "predictions.parquet")
+    preds = predictions_of(out, row)
     assert again["pred"].tolist() == preds["pred"].tolist()
     np.testing.assert_allclose(again["prob"], preds["prob"], atol=1e-5)
 
@@ -135,11 +151,11 @@ def test_stage_a_importance_belongs_to_the_checkpoint(trained):
     """Recomputing importance on the saved model and the held-out rows gives the saved scores."""
     from trials.data import Encoded, eval_loader, load_task
     _, out = trained
-    model, tok = trials.load_model(str(out / "checkpoint"), 2)
+    model, tok = trials.load_model(str(out / layout.CHECKPOINT), 2)
     task = load_task(TRAINED.data, TRAINED.importance.examples)
     batches = eval_loader(Encoded(task.importance, tok, TRAINED.data.max_length), tok.pad_token_id, 64)
     raw = trials.head_importance(model, batches).numpy()
-    saved = score_grid(pd.read_parquet(out / "importance.parquet"), "score_raw")
+    saved = score_grid(pd.read_parquet(out / layout.TRIAL_IMPORTANCE), "score_raw")
     np.testing.assert_allclose(raw, saved, rtol=1e-4)
 
 
@@ -151,11 +167,11 @@ def test_stage_a_importance_belongs_to_the_checkpoint(trained):
 ])
 def test_stage_b_rows_can_be_rechecked(trained, tmp_path, strategy, k, per_layer):
     stage_a, out = trained
-    ckpt = out / "checkpoint"
+    ckpt = out / layout.CHECKPOINT
     spec = PruneSpec(TRAINED, strategy, k, per_layer=per_layer)
-    row = run_prune(spec, ckpt, tmp_path)
+    row = one_row(run_prune(spec, ckpt, tmp_path))
     removed = [tuple(h) for h in json.loads(row["heads_removed"])]
-    scores = score_grid(pd.read_parquet(ckpt / "importance.parquet"), "score")
+    scores = score_grid(pd.read_parquet(ckpt / layout.CKPT_IMPORTANCE), "score")
     assert removed == trials.choose_heads(strategy, scores, k, per_layer=per_layer, seed=TRAINED.seed)
     expected_k = {"none": 0, "single-head": 12}.get(strategy, 4)
     assert row["k"] == len(removed) == expected_k
@@ -163,8 +179,8 @@ def test_stage_b_rows_can_be_rechecked(trained, tmp_path, strategy, k, per_layer
     assert row["heads_total"] == 16 and row["heads_kept"] == 16 - expected_k
     assert row["strategy"] == strategy and row["stage"] == "B" and row["trial_key"] == spec.key
     assert row["stage_a_key"] == TRAINED.key
-    assert json.loads((tmp_path / "result.json").read_text())["accuracy"] == row["accuracy"]
-    preds = pd.read_parquet(tmp_path / "predictions.parquet")
+    assert written_rows(tmp_path) == [row]
+    preds = predictions_of(tmp_path, row)
     check_predictions(preds, TRAINED)
     again = recheck(ckpt, TRAINED, removed)
     assert again["pred"].tolist() == preds["pred"].tolist()
@@ -176,29 +192,29 @@ def test_stage_b_rows_can_be_rechecked(trained, tmp_path, strategy, k, per_layer
 
 def test_recovery_trains_under_the_mask_and_leaves_the_checkpoint(quick, tmp_path):
     _, out = quick
-    ckpt = out / "checkpoint"
+    ckpt = out / layout.CHECKPOINT
     before = {p.name: sha256(p) for p in ckpt.iterdir() if p.is_file()}
-    post_hoc = run_prune(PruneSpec(QUICK, "top", 0.25), ckpt, tmp_path / "post")
-    recovered = run_prune(PruneSpec(QUICK, "top", 0.25, recovery_epochs=1), ckpt, tmp_path / "rec")
+    post_hoc = one_row(run_prune(PruneSpec(QUICK, "top", 0.25), ckpt, tmp_path / "post"))
+    recovered = one_row(run_prune(PruneSpec(QUICK, "top", 0.25, recovery_epochs=1), ckpt, tmp_path / "rec"))
     assert recovered["heads_removed"] == post_hoc["heads_removed"]
     assert recovered["recovery_epochs"] == 1.0 and recovered["train_steps"] > 0
     assert recovered["train_examples"] == 400 - 64
     # the recovered weights differ (different loss), and the stage-A checkpoint is untouched
     assert recovered["loss"] != post_hoc["loss"]
     assert {p.name: sha256(p) for p in ckpt.iterdir() if p.is_file()} == before
-    check_predictions(pd.read_parquet(tmp_path / "rec" / "predictions.parquet"), QUICK)
+    check_predictions(predictions_of(tmp_path / "rec", recovered), QUICK)
 
 
 def test_stage_a_is_deterministic(quick, tmp_path):
     first, out = quick
-    second = run_finetune(QUICK, tmp_path)
+    second = one_row(run_finetune(QUICK, tmp_path))
     for key in ("accuracy", "f1", "loss", "train_loss", "trial_key", "heads_removed"):
         assert first[key] == second[key], key
-    pd.testing.assert_frame_equal(pd.read_parquet(out / "predictions.parquet"),
-                                  pd.read_parquet(tmp_path / "predictions.parquet"))
-    pd.testing.assert_frame_equal(pd.read_parquet(out / "importance.parquet"),
-                                  pd.read_parquet(tmp_path / "importance.parquet"))
-    assert sha256(out / "checkpoint" / "model.safetensors") == sha256(tmp_path / "checkpoint" / "model.safetensors")
+    pd.testing.assert_frame_equal(predictions_of(out, first), predictions_of(tmp_path, second))
+    pd.testing.assert_frame_equal(pd.read_parquet(out / layout.TRIAL_IMPORTANCE),
+                                  pd.read_parquet(tmp_path / layout.TRIAL_IMPORTANCE))
+    weights = f"{layout.CHECKPOINT}/model.safetensors"
+    assert sha256(out / weights) == sha256(tmp_path / weights)
 
 
 # ---------------------------------------------------------------------------- CLI
@@ -214,11 +230,11 @@ def test_cli_runs_a_trial_file(quick, tmp_path):
     spec = PruneSpec(QUICK, "random", 2)
     trial = tmp_path / "trial.json"
     trial.write_text(json.dumps({"spec": to_dict(spec), "out_dir": str(tmp_path / "out"),
-                                 "checkpoint_dir": str(out / "checkpoint")}))
+                                 "checkpoint_dir": str(out / layout.CHECKPOINT)}))
     proc = run_cli(trial)
     assert proc.returncode == 0, proc.stderr
     printed = json.loads(proc.stdout.strip().splitlines()[-1])
-    result = json.loads((tmp_path / "out" / "result.json").read_text())
+    result = one_row(written_rows(tmp_path / "out"))
     assert printed["trial_key"] == spec.key == result["trial_key"]
     assert printed["accuracy"] == result["accuracy"] and printed["k"] == 2 == result["k"]
 
@@ -238,7 +254,7 @@ def test_main_refuses_bad_trials_in_one_line(quick, tmp_path, capsys, problem):
     _, out = quick
     trial = tmp_path / "trial.json"
     good = {"spec": to_dict(PruneSpec(QUICK, "top", 2)), "out_dir": str(tmp_path / "o"),
-            "checkpoint_dir": str(out / "checkpoint")}
+            "checkpoint_dir": str(out / layout.CHECKPOINT)}
     if problem == "no spec":
         good.pop("spec")
     elif problem == "bad strategy":
@@ -254,4 +270,4 @@ def test_main_refuses_bad_trials_in_one_line(quick, tmp_path, capsys, problem):
         assert "topk" in err[0] and "single-head" in err[0]
     if problem == "bad k":
         assert err[0].startswith("error: k:") and "17" in err[0]
-    assert not (tmp_path / "o" / "result.json").exists()
+    assert not (tmp_path / "o" / layout.RESULT).exists()
