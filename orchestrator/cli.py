@@ -81,6 +81,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--gpus", type=nonneg(float), help="GPUs to give local Ray (default: all visible)")
     run.add_argument("--cpus", type=nonneg(float), help="CPUs to give local Ray (default: all)")
     run.add_argument("--no-analysis", action="store_true", help="skip the analysis at the end")
+    run.add_argument("--verbose", action="store_true", help="Ray Tune's per-trial tables and Ray's logs "
+                     "in the terminal (default: one progress display; logs in SWEEP_DIR/logs)")
 
     res = sub.add_parser("resume", help="continue a stopped sweep without re-running finished trials")
     res.add_argument("sweep_dir")
@@ -88,6 +90,7 @@ def _parser() -> argparse.ArgumentParser:
     res.add_argument("--gpus", type=nonneg(float))
     res.add_argument("--cpus", type=nonneg(float))
     res.add_argument("--no-analysis", action="store_true")
+    res.add_argument("--verbose", action="store_true")
 
     st = sub.add_parser("status", help="per-stage trial counts and errors")
     st.add_argument("sweep_dir")
@@ -123,31 +126,36 @@ def _analyze(sweep_dir: str, execute: bool = True) -> dict:
     return analysis.analyze(sweep_dir, execute=execute)
 
 
-def _run(pl, args, restore: bool) -> int:
+def _run(pl, args) -> int:
+    """Run (or resume: the same thing) a planned sweep, then its analysis. Exit 0 only when every
+    trial has its result (or was skipped because its fine-tune errored for good is exit 1)."""
     from orchestrator.driver import run_sweep
     address, local = _mode(args)
     _print_warnings(pl)
     t0 = time.time()
-    summary = run_sweep(pl, address=address, cpus=local["cpus"], gpus=local["gpus"], restore=restore)
-    done = summary.get("done", summary["trials"])
-    print(f"headsweep: {done} of {summary['trials']} trials done in {time.time() - t0:.0f} s; "
-          f"results: {pl.store.uri(layout.RESULTS)}")
-    if summary["errored"]:
-        print(f"headsweep: {summary['errored']} trials errored ({summary['skipped']} skipped); "
-              f"see: headsweep status {pl.store.root}", file=sys.stderr)
-    unfinished = summary["trials"] - done - summary["errored"] - summary["skipped"]
-    if unfinished > 0 and not summary.get("stopped"):  # e.g. Ctrl+C: not a finished sweep
-        print(f"headsweep: {unfinished} trials did not run (the run was stopped); continue with: "
-              f"headsweep resume {pl.store.root}", file=sys.stderr)
-    if not args.no_analysis:
+    s = run_sweep(pl, address=address, cpus=local["cpus"], gpus=local["gpus"], verbose=args.verbose)
+    where = pl.store.root
+    if s["ran"] == 0 and s["done"] == s["trials"]:
+        print(f"headsweep: all {s['trials']} trials were already done; nothing to run")
+    else:
+        print(f"headsweep: {s['done']} of {s['trials']} trials done in {time.time() - t0:.0f} s; "
+              f"results: {pl.store.uri(layout.RESULTS)}")
+    if s["errored"]:
+        print(f"headsweep: {s['errored']} trials errored" + (f", {s['skipped']} skipped because their "
+              "fine-tune errored" if s["skipped"] else "") + f"; see: headsweep status {where} "
+              f"(headsweep resume {where} tries them again)", file=sys.stderr)
+    if s["not_run"]:
+        why = ("the run was stopped" if s["stopped"] else f"Ray Tune failed: {s['failure']}" if s["failure"]
+               else "Ray Tune ended without running them")
+        print(f"headsweep: {s['not_run']} trials did not run ({why}); continue with: headsweep resume {where}",
+              file=sys.stderr)
+    if not args.no_analysis and s["done"]:
         if pl.store.local is None:
-            print("headsweep: analysis runs on a local copy: sync the sweep directory, then "
-                  "headsweep analyze DIR", file=sys.stderr)
+            print("headsweep: analysis runs on a local copy: headsweep analyze " + where, file=sys.stderr)
         else:
             paths = _analyze(pl.store.root)
             print(f"headsweep: notebook: {paths['notebook']}\nheadsweep: report: {paths['report']}")
-    incomplete = unfinished > 0 and not summary.get("stopped")
-    return EXIT_TRIALS_FAILED if summary["errored"] or incomplete else EXIT_OK
+    return EXIT_OK if s["done"] == s["trials"] else EXIT_TRIALS_FAILED
 
 
 def main(argv=None) -> int:
@@ -172,11 +180,11 @@ def main(argv=None) -> int:
             _, local = _mode(args)
             path = args.sweep or demo_path()
             pl = plan_file(path, storage=args.storage, local=local)
-            return _run(pl, args, restore=False)
+            return _run(pl, args)
         if args.command == "resume":
             _, local = _mode(args)
             pl = resume_plan(args.sweep_dir, local)
-            return _run(pl, args, restore=True)
+            return _run(pl, args)
         if args.command == "status":
             from orchestrator.status import format_status, status_json, sweep_status
             r = sweep_status(args.sweep_dir)

@@ -8,6 +8,11 @@
   ``sleep<S>`` (wait S seconds first: widens the window for killing a driver mid-stage)
 - match: optional; a strategy name, ``k=<K>``, ``seed=<S>`` or a trial-key prefix. Empty = all.
 
+The driver has points of its own: ``driver:kill:<point>`` SIGKILLs the driver process itself when
+it reaches ``<point>`` (``publish`` = between writing results.parquet and importance.parquet,
+``stage_a`` = once stage A's Tuner has returned), as a lost head node would;
+``driver:stop:stage_a`` stops the run there as a Ctrl+C would (stage B does not run).
+
 "Once" is remembered with marker files in ``<sweep>/.faults/`` so retries in new processes see it.
 The driver reads the variable and hands it to every trial, so it reaches Ray workers that were
 started before it was set (and cluster workers).
@@ -57,3 +62,24 @@ def maybe_inject(spec, store, rules: str) -> None:
             if mode == "exit-once":
                 os._exit(1)
             raise InjectedFault(f"injected fault ({rule}) in trial {spec.key}")
+
+
+def _driver_rule(mode: str, point: str) -> bool:
+    for rule in filter(None, (r.strip() for r in rules_from_env().split(";"))):
+        stage, m, *rest = rule.split(":") + [""]
+        if stage == "driver" and m == mode and rest[0] == point:
+            return True
+    return False
+
+
+def driver_point(point: str) -> None:
+    """Called by the driver at named points; ``driver:kill:<point>`` kills it there (SIGKILL: no
+    cleanup runs, exactly like a lost machine)."""
+    if _driver_rule("kill", point):
+        import signal
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def stop_point(point: str) -> bool:
+    """Whether ``driver:stop:<point>`` asks the driver to stop there (as a Ctrl+C would)."""
+    return _driver_rule("stop", point)

@@ -1,22 +1,26 @@
 """Stage B beside stage A: release each stage-B trial as soon as its stage-A checkpoint exists.
 
-Stage B stays its own Ray Tune experiment (docs/design.md "Stages"), but its Tuner runs
-in a driver thread while stage A's still runs, and its trials come from ``ReadyFirst`` instead of
-a fixed grid. Without this, a stage-B slot waits for the slowest fine-tune: 3 fine-tunes on 2
-slots leave one slot idle for a whole fine-tune, and the hand-over between two Tuners costs
-seconds more (bench/sweep_cost.py, BENCHMARKS.md).
+Stage B stays its own Ray Tune experiment (docs/design.md "Stages"), but its Tuner runs in a
+driver thread while stage A's still runs, and its trials come from ``ReadyFirst`` instead of a
+fixed grid. Without this, a stage-B slot waits for the slowest fine-tune: 3 fine-tunes on 2 slots
+leave one slot idle for a whole fine-tune, and the hand-over between two Tuners costs seconds more
+(bench/sweep_cost.py, BENCHMARKS.md).
 
 Two rules keep this safe:
 - a stage-B trial is released only when its checkpoint's ``result.json`` exists, so no trial ever
   waits inside a slot (which could starve a stage-A retry of resources);
-- nothing is released while a stage-A trial has not started yet (no ``status.json``), so stage B
-  never delays a fine-tune that is waiting for a slot; it only fills slots stage A leaves idle.
-When the driver marks stage A as over (``layout.stage_over_marker``), trials whose checkpoint never appeared (their
-fine-tune errored) are not released: the searcher finishes and the driver counts them as skipped.
+- nothing is released while a fine-tune of this run has not started yet (no ``status.json``
+  written by this run), so stage B never delays a fine-tune that is waiting for a slot; it only
+  fills slots stage A leaves idle.
+When the driver marks stage A as over (``layout.stage_over_marker``), trials whose checkpoint never
+appeared (their fine-tune errored) are not released: the searcher finishes and the driver counts
+them as skipped.
+
+Nothing here is restored from Tune's own state: a resumed sweep starts a fresh searcher over the
+trials that have no result yet (docs/reliability.md).
 """
 from __future__ import annotations
 
-import pickle
 import time
 
 from ray.tune.search import ConcurrencyLimiter, SearchGenerator, Searcher
@@ -26,11 +30,16 @@ from trials import layout
 
 
 class ReadyFirst(Searcher):
-    """Suggests ``{"key": stage_b_key}`` in grid order, each once its checkpoint is ready."""
+    """Suggests ``{"key": stage_b_key}`` in grid order, each once its checkpoint is ready.
 
-    def __init__(self, sweep: str, order: list[tuple[str, str]], stage_a: list[str], poll_s: float = 1.0):
+    ``order``: (stage-B key, its stage-A key) for the stage-B trials of this run; ``stage_a``: the
+    stage-A keys this run still runs (a fine-tune finished earlier is ready, not pending).
+    """
+
+    def __init__(self, sweep: str, order: list[tuple[str, str]], stage_a: list[str], run_id: str,
+                 poll_s: float = 1.0):
         super().__init__(metric=None, mode=None)
-        self.sweep, self.order, self.stage_a, self.poll_s = sweep, order, stage_a, poll_s
+        self.sweep, self.order, self.stage_a, self.run_id, self.poll_s = sweep, order, stage_a, run_id, poll_s
         self.given: set[str] = set()
         self._ready: set[str] = set()
         self._started: set[str] = set()
@@ -42,18 +51,23 @@ class ReadyFirst(Searcher):
     def set_search_properties(self, metric, mode, config, **spec) -> bool:
         return True
 
+    def _started_now(self, store: Store, key: str) -> bool:
+        status = layout.status_file(key)
+        return store.exists(status) and store.read_json(status).get("run") == self.run_id
+
     def _refresh(self) -> bool:
         """Re-read which checkpoints exist (at most every ``poll_s``: a store may be S3).
         Returns whether stage A is over."""
         store = Store(self.sweep)
-        over = store.exists(layout.stage_over_marker("stage_a"))
+        over = store.exists(layout.stage_over_marker(self.run_id))
         if time.monotonic() - self._checked >= self.poll_s or over:
             self._checked = time.monotonic()
-            for a in self.stage_a:
-                if a not in self._started and store.exists(layout.status_file(a)):
-                    self._started.add(a)
+            for _, a in self.order:
                 if a not in self._ready and store.exists(layout.result_file(a)):
                     self._ready.add(a)
+            for a in self.stage_a:
+                if a not in self._started and (a in self._ready or self._started_now(store, a)):
+                    self._started.add(a)
         return over
 
     def suggest(self, trial_id: str):
@@ -72,29 +86,11 @@ class ReadyFirst(Searcher):
     def on_trial_complete(self, trial_id: str, result=None, error: bool = False) -> None:
         pass
 
-    def save(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "wb") as f:
-            pickle.dump({"given": sorted(self.given)}, f)
 
-    def restore(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "rb") as f:
-            self.given = set(pickle.load(f)["given"])
-
-
-class Released(SearchGenerator):
-    """Tune's generator for a custom searcher, except that a restored one is never "finished":
-    a run stopped during stage A ended stage B with trials still unreleased, and on resume their
-    checkpoints may now appear. ``ReadyFirst`` says FINISHED again if they still cannot."""
-
-    def set_state(self, state) -> None:
-        super().set_state(state)
-        self._finished = False
-
-
-def ready_first(sweep: str, specs: list, stage_a: list) -> Released:
+def ready_first(sweep: str, specs: list, stage_a: list, run_id: str) -> SearchGenerator:
     """The search algorithm for a stage-B Tuner. The searcher is wrapped in a no-op
     ConcurrencyLimiter only so that Tune keeps every released trial pending at once (its default
     for custom searchers is one pending trial, which would also show a cluster autoscaler one
     trial at a time)."""
-    searcher = ReadyFirst(sweep, [(s.key, s.finetune.key) for s in specs], [s.key for s in stage_a])
-    return Released(ConcurrencyLimiter(searcher, max_concurrent=max(1, len(specs))))
+    searcher = ReadyFirst(sweep, [(s.key, s.finetune.key) for s in specs], [s.key for s in stage_a], run_id)
+    return SearchGenerator(ConcurrencyLimiter(searcher, max_concurrent=max(1, len(specs))))

@@ -11,6 +11,7 @@ import json
 
 import pandas as pd
 
+from orchestrator import faults
 from orchestrator.storage import Store
 from trials import layout
 from trials.schema import CONTRACT_COLUMNS, IMPORTANCE_COLUMNS, RESULT_NAMES, RESULTS_SORT
@@ -71,31 +72,42 @@ def write_importance(store: Store, rows: list[dict] | None = None) -> pd.DataFra
 def publish_tables(store: Store) -> None:
     rows = read_rows(store)
     write_results(store, rows)
+    faults.driver_point("publish")
     write_importance(store, rows)
 
 
 def trial_state(store: Store, key: str) -> tuple[str, str]:
-    """(state, detail) of one trial: done / errored / running / pending."""
+    """(state, detail) of one trial from its files alone: done / errored / running / pending.
+
+    errored: its latest attempt raised and the driver gave up on it (``final``); a newer attempt
+    (a retry, or a resume) makes it running again. running: an attempt started (status.json) and
+    has not ended; whether it still runs depends on the driver (``headsweep status``)."""
     if store.exists(layout.result_file(key)):
         return "done", ""
+    status = store.read_json(layout.status_file(key)) if store.exists(layout.status_file(key)) else None
     if store.exists(layout.error_file(key)):
         err = store.read_json(layout.error_file(key))
-        if err.get("final", False) or not store.exists(layout.status_file(key)):
-            return "errored", err.get("error", "")
-        status = store.read_json(layout.status_file(key))
-        if status.get("attempt", 0) <= err.get("attempt", 0):
-            return "errored", err.get("error", "")
-    if store.exists(layout.status_file(key)):
-        return "running", json.dumps(store.read_json(layout.status_file(key)).get("host", ""))
+        if status is None or status.get("attempt", 0) <= err.get("attempt", 0):
+            if err.get("final", False) or status is None:
+                return "errored", err.get("error", "")
+            return "running", err.get("error", "")  # between attempts: Ray may retry it
+    if status is not None:
+        return "running", json.dumps(status.get("host", ""))
     return "pending", ""
 
 
-def finalize_errors(store: Store, specs: list) -> list[str]:
-    """Mark trials that ended without a result as finally errored; return their keys."""
+def finalize_errors(store: Store, specs: list, run_id: str | None = None) -> list[str]:
+    """Mark trials of this run (``run_id``) whose last attempt errored and that have no result as
+    finally errored (Ray will not retry them any more); return their keys."""
     errored = []
     for s in specs:
-        if not store.exists(layout.result_file(s.key)) and store.exists(layout.error_file(s.key)):
-            err = store.read_json(layout.error_file(s.key))
+        if store.exists(layout.result_file(s.key)) or not store.exists(layout.error_file(s.key)):
+            continue
+        status = store.read_json(layout.status_file(s.key)) if store.exists(layout.status_file(s.key)) else {}
+        if run_id is not None and status.get("run") != run_id:
+            continue  # not attempted in this run (e.g. the run was stopped first)
+        err = store.read_json(layout.error_file(s.key))
+        if status.get("attempt", 0) <= err.get("attempt", 0):
             store.write_json(layout.error_file(s.key), err | {"final": True})
             errored.append(s.key)
     return errored

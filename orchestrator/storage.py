@@ -98,6 +98,14 @@ class Store:
         sel = pafs.FileSelector(self.path(rel), allow_not_found=True)
         return sorted(Path(i.path).name for i in self.fs.get_file_info(sel))
 
+    def walk(self, rel: str = "") -> dict[str, float]:
+        """Every file below ``rel`` (relative to the sweep root) with its modification time, in
+        one listing (one request on an object store, where many ``exists`` calls would be slow)."""
+        sel = pafs.FileSelector(self.path(rel), allow_not_found=True, recursive=True)
+        base = len(self._base) + 1
+        return {i.path[base:]: (i.mtime.timestamp() if i.mtime else 0.0)
+                for i in self.fs.get_file_info(sel) if i.type == pafs.FileType.File}
+
     # -- whole files and directories
     def put_file(self, local: Path, rel: str) -> None:
         """Move (local store) or upload a finished file into the sweep directory."""

@@ -74,8 +74,28 @@ def read_grid(store: Store) -> dict:
 
 # ---------------------------------------------------------------------------- the driver
 
-def mark_driver(store: Store) -> None:
-    store.write_json(layout.DRIVER, {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()})
+def new_run_id(store: Store) -> str:
+    """A sortable id for one driver run (names its Tune experiments and logs)."""
+    return f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
+
+
+def refuse_if_driven(store: Store) -> None:
+    """Two drivers on one directory would run the same trials twice: refuse while another lives on
+    this host. One recorded on another host cannot be checked (it may be a lost head node): warn."""
+    d = driver_info(store)
+    if d.get("elsewhere"):
+        print(f"headsweep: note: {layout.DRIVER} names a driver on {d.get('host')} (pid {d.get('pid')}); "
+              "if it still runs, stop it: two drivers would run the same trials", file=sys.stderr)
+    elif d.get("alive") and d.get("pid") != os.getpid():
+        raise Refused([f"SWEEP_DIR: a driver (pid {d.get('pid')} on {d.get('host')}) is running this "
+                       f"sweep; wait for it, or stop it first (got {store.root!r})"])
+
+
+def mark_driver(store: Store, run_id: str, ray_info: dict | None = None) -> None:
+    """``driver.json``: who runs this sweep now, and (local Ray) its Ray session, so that
+    ``headsweep status`` can point out what a killed driver left running."""
+    store.write_json(layout.DRIVER, {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time(),
+                                     "run": run_id, **(ray_info or {})})
 
 
 def unmark_driver(store: Store) -> None:
@@ -83,17 +103,63 @@ def unmark_driver(store: Store) -> None:
         store.remove(layout.DRIVER)
 
 
-def driver_alive(store: Store) -> bool:
+def driver_info(store: Store) -> dict:
+    """driver.json plus ``alive`` (its pid runs; on another host we cannot tell, so True) and,
+    for a dead local driver, ``leftovers``: processes of its Ray session still running."""
     if not store.exists(layout.DRIVER):
-        return False
-    d = store.read_json(layout.DRIVER)
+        return {}
+    try:
+        d = store.read_json(layout.DRIVER)
+    except (ValueError, OSError):
+        return {}
     if d.get("host") != socket.gethostname():
-        return True  # cannot tell for another machine: assume it runs
+        return d | {"alive": True, "elsewhere": True}
     try:
         os.kill(int(d["pid"]), 0)
-        return True
+        alive = True
     except (OSError, ValueError, KeyError):
-        return False
+        alive = False
+    d["alive"] = alive
+    if not alive and d.get("ray_session"):
+        d["leftovers"] = session_processes(d["ray_session"])
+    return d
+
+
+def driver_alive(store: Store) -> bool:
+    return bool(driver_info(store).get("alive"))
+
+
+def session_processes(session_dir: str) -> list[tuple[int, str]]:
+    """(pid, name) of the processes on this host that belong to a Ray session: its path is on
+    their command line (gcs, raylet) or among their open files (Ray's agents and workers rename
+    themselves ``ray::...`` but keep their session's log files open)."""
+    name = os.path.basename(session_dir.rstrip("/"))
+    found = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        if not name or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+            ours = name in cmd or any(name in os.readlink(fd) for fd in (entry / "fd").iterdir())
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+        if ours and cmd:  # an empty command line: a zombie, already ended
+            found.append((int(entry.name), cmd.split()[0].rsplit("/", 1)[-1]))
+    return found
+
+
+def clean_debris(store: Store) -> None:
+    """Temporary files a killed driver or trial left half-written (local sweeps; object-store
+    writes are single PUTs and leave none). Called only when no other driver runs the sweep."""
+    if store.local is None or not store.local.is_dir():
+        return
+    for pattern in (".*.tmp", f"{layout.TRIALS}/*/.*.tmp", f"{layout.CHECKPOINTS}/.*.tmp"):
+        for p in store.local.glob(pattern):
+            if p.is_dir():
+                import shutil
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
 
 
 # ---------------------------------------------------------------------------- analysis input

@@ -7,7 +7,10 @@ trial per (model, strategy, K, seed, recovery_epochs) on those checkpoints. Ray 
 from __future__ import annotations
 
 import os
+import threading
 import time
+
+from ray.tune import Stopper
 
 from orchestrator import faults
 from orchestrator.grid import trial_name
@@ -40,21 +43,45 @@ def publish_callback(store: Store, min_interval_s: float = 10.0):
     return Publish()
 
 
-def fit_stage(stage: str, specs: list, store: Store, resources: dict, max_failures: int,
-              restore: bool = False, after: list | None = None):
-    """Fit (or restore) the Tuner of one stage; returns Ray's ResultGrid (None: no trials)."""
-    tuner = stage_tuner(stage, specs, store, resources, max_failures, restore, after)
+_STOP_EVENTS: dict[str, threading.Event] = {}   # run id -> the driver's stop event (this process)
+
+
+class RunStopper(Stopper):
+    """Ends the whole experiment once the driver's stop event for ``run_id`` is set (its first
+    Ctrl+C / SIGTERM), so every stage stops the same way and the driver knows it was stopped.
+    Holds only the run id: Tune pickles its stopper, and an event does not pickle."""
+
+    def __init__(self, run_id: str):
+        self.run_id = run_id
+
+    def __call__(self, trial_id, result):
+        return False
+
+    def stop_all(self):
+        event = _STOP_EVENTS.get(self.run_id)
+        return event is not None and event.is_set()
+
+
+def fit_stage(stage: str, specs: list, store: Store, resources: dict, max_failures: int, *,
+              run_id: str = "bench", after: list | None = None):
+    """Fit the Tuner of one stage; returns Ray's ResultGrid (None: no trials)."""
+    tuner = stage_tuner(stage, specs, store, resources, max_failures, run_id=run_id, after=after)
     return tuner.fit() if tuner is not None else None
 
 
-def stage_tuner(stage: str, specs: list, store: Store, resources: dict, max_failures: int,
-                restore: bool = False, after: list | None = None, tracking: TrackingSpec | None = None,
-                experiment: str = "headsweep"):
-    """The Tuner of one stage, new or restored, ready to ``fit()``.
+def stage_tuner(stage: str, specs: list, store: Store, resources: dict, max_failures: int, *,
+                run_id: str, after: list | None = None, tracking: TrackingSpec | None = None,
+                experiment: str = "headsweep", stop=None, verbose: bool = False):
+    """A fresh Tuner for one stage of one driver run, ready to ``fit()``.
 
-    ``after``: the stage-A specs this stage-B stage runs beside. Its trials are then released as
-    their checkpoints land (``orchestrator.pipeline``) instead of as one fixed grid.
-    ``tracking``: the trackers to log to (``experiment``: their experiment / project name).
+    Never restored from Tune's state: the sweep directory is the truth (a trial with a result is
+    done), so every run, a resume included, starts new experiments under ``ray/<run_id>/`` over the
+    trials that still need to run (docs/reliability.md says why).
+
+    ``after``: the stage-A specs this run still runs, for a stage-B Tuner running beside them: its
+    trials are released as their checkpoints land (``orchestrator.pipeline``). ``tracking``: the
+    trackers to log to (``experiment``: their experiment / project name). ``stop``: a threading
+    event that ends the experiment. ``verbose``: Tune's own per-trial tables.
 
     Build Tuners in the driver's main thread; only ``fit()`` may run in another. The trainable is
     registered here under a per-stage name: Tune's registry is process-global and not
@@ -64,22 +91,22 @@ def stage_tuner(stage: str, specs: list, store: Store, resources: dict, max_fail
     from ray import tune
     if not specs:
         return None
+    if stop is not None:
+        _STOP_EVENTS[run_id] = stop
     threads = max(1, int(resources.get("cpu", 1)))
     # The grid is over trial keys only (short progress tables); the frozen specs themselves
     # travel to the workers via with_parameters (they pickle).
     trials = {s.key: {"spec": s, "sweep": store.root, "threads": threads, "cwd": os.getcwd(),
-                      "faults": faults.rules_from_env()} for s in specs}
+                      "faults": faults.rules_from_env(), "run": run_id} for s in specs}
     names = {s.key: trial_name(s) for s in specs}
     name = f"headsweep_{stage}"
     tune.register_trainable(name, tune.with_resources(tune.with_parameters(trainable, trials=trials), resources))
-    path = store.uri(layout.ray_experiment(stage))
-    if restore and tune.Tuner.can_restore(path):
-        return tune.Tuner.restore(path, name, resume_errored=True)
     if after is None:
         space, search = {"key": tune.grid_search(list(trials))}, {}
     else:
         from orchestrator.pipeline import ready_first
-        space, search = {}, {"search_alg": ready_first(store.root, specs, after), "num_samples": len(specs)}
+        space, search = {}, {"search_alg": ready_first(store.root, specs, after, run_id),
+                             "num_samples": len(specs)}
     return tune.Tuner(
         name,
         param_space=space,
@@ -90,11 +117,12 @@ def stage_tuner(stage: str, specs: list, store: Store, resources: dict, max_fail
             reuse_actors=True,  # safe: trials leave no hooks or Accelerator state behind
         ),
         run_config=tune.RunConfig(
-            name=stage, storage_path=store.uri(layout.RAY),
+            name=stage, storage_path=store.uri(layout.ray_run(run_id)),
             failure_config=tune.FailureConfig(max_failures=max_failures),
+            stop=RunStopper(run_id) if stop is not None else None,
             callbacks=[publish_callback(store),
                        *tracking_callbacks(tracking or TrackingSpec(), store, experiment,
                                            {s.key: flat_params(s) for s in specs})],
-            verbose=1,
+            verbose=1 if verbose else 0,
         ),
     )

@@ -24,16 +24,17 @@ CACHE = Path(os.environ.get("HEADSWEEP_CACHE", Path.home() / ".cache" / "headswe
 
 
 def run_one(spec: FinetuneSpec | PruneSpec, store: Store, fault_rules: str = "",
-            node_id: str | None = None) -> list[dict]:
+            node_id: str | None = None, run_id: str | None = None) -> list[dict]:
     """Run (or fetch the cached result of) one trial and publish its outputs; returns its rows.
-    No Ray here (``node_id`` is the Ray node the caller runs on, for the record)."""
+    No Ray here (``node_id``: the Ray node the caller runs on; ``run_id``: the driver run; both
+    for the record in status.json)."""
     if store.exists(layout.result_file(spec.key)):
         return store.read_json(layout.result_file(spec.key))["rows"]
     status = layout.status_file(spec.key)
     attempt = store.read_json(status).get("attempt", 0) + 1 if store.exists(status) else 1
     where = {"host": socket.gethostname(), "node_id": node_id}
     store.write_json(status, {"state": "running", "attempt": attempt, "pid": os.getpid(),
-                              "started": time.time(), **where})
+                              "started": time.time(), "run": run_id, **where})
     try:
         faults.maybe_inject(spec, store, fault_rules)
         with tempfile.TemporaryDirectory(prefix="headsweep-") as tmp:
@@ -76,7 +77,8 @@ def trainable(config: dict, trials: dict) -> None:
     torch.set_num_threads(max(1, int(trial["threads"])))
     quiet_libraries()
     node_id = ray.get_runtime_context().get_node_id()
-    rows = run_one(trial["spec"], Store(trial["sweep"]), trial.get("faults", ""), node_id=node_id)
+    rows = run_one(trial["spec"], Store(trial["sweep"]), trial.get("faults", ""), node_id=node_id,
+                   run_id=trial.get("run"))
     last = rows[-1]  # Tune shows one row per trial: the last (for iterative, the largest K)
     tune.report({k: last[k] for k in REPORTED} | {"trial_key": last["trial_key"], "rows": len(rows)})
 

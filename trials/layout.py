@@ -14,8 +14,8 @@ in the code base spells these names; ``tests/test_contracts.py`` checks that.
     SWEEP_DIR/pruned/<trial_key>/                a pruned model (save_pruned)
     SWEEP_DIR/trials/<trial_key>/                result.json ({"rows": [...]}), status.json, error.json[, importance.parquet]
     SWEEP_DIR/analysis/                          analysis.ipynb, report.md, stats.csv, summary.csv, figures/
-    SWEEP_DIR/ray/                               Ray Tune's own experiment folders (logs, a cache)
-    SWEEP_DIR/logs/                              Ray's and the driver's logs
+    SWEEP_DIR/ray/<run_id>/<stage>/              Ray Tune's experiment folders, one set per driver run
+    SWEEP_DIR/logs/<run_id>/                     the driver's log and Ray's session logs of that run
 """
 from __future__ import annotations
 
@@ -96,13 +96,22 @@ def checkpoint_dir(name: str) -> str:
     return f"{CHECKPOINTS}/{name}"
 
 
-def ray_experiment(stage: str) -> str:
-    return f"{RAY}/{stage}"
+def ray_run(run_id: str) -> str:
+    """``ray/<run_id>``: the Ray Tune experiments of one driver run (one folder per stage)."""
+    return f"{RAY}/{run_id}"
 
 
-def stage_over_marker(stage: str) -> str:
+def stage_over_marker(run_id: str, stage: str = "stage_a") -> str:
     """Written by the driver when a stage's Tuner has returned (stage B may then finish)."""
-    return f"{RAY}/{stage}.over"
+    return f"{RAY}/{run_id}/{stage}.over"
+
+
+def run_logs(run_id: str) -> str:
+    """``logs/<run_id>``: the driver's log and a copy of Ray's session logs of one run."""
+    return f"{LOGS}/{run_id}"
+
+
+DRIVER_LOG = "driver.log"
 
 
 def figure_file(stem: str, fmt: str = "png") -> str:

@@ -4,6 +4,7 @@ Helpers are shared through these fixtures, never imported from another test modu
 """
 import copy
 import re
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -141,3 +142,49 @@ def harness():
     """The bad-input harness: ``base(tmp)`` (the small sweep, storage under tmp), ``write(tmp, raw)``,
     ``run_cli(argv, capsys)``, ``error_lines(err)``, ``assert_refused(rc, out, err, expected)``."""
     return HARNESS
+
+
+# ---------------------------------------------------------------------------- object storage
+
+CREDS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+@pytest.fixture(scope="session")
+def s3_creds():
+    return dict(CREDS)
+
+
+@pytest.fixture(scope="module")
+def bucket():
+    """An S3 API on 127.0.0.1 (moto) with a bucket ``sweeps``; yields a storage URI under it."""
+    import logging
+    import os
+
+    moto_server = pytest.importorskip("moto.server", reason="moto[server] (dev extra) not installed")
+    import boto3
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one log line per request otherwise
+    srv = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    srv.start()
+    host, port = srv.get_host_and_port()
+    old = {k: os.environ.get(k) for k in CREDS}
+    os.environ.update(CREDS)
+    boto3.client("s3", endpoint_url=f"http://{host}:{port}").create_bucket(Bucket="sweeps")
+    yield f"s3://sweeps/runs?endpoint_override={host}:{port}&scheme=http&region=us-east-1"
+    for k, v in old.items():
+        os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+    srv.stop()
+
+
+# ---------------------------------------------------------------------------- killing drivers
+
+@pytest.fixture(scope="session")
+def kill():
+    """bench/kill_anywhere.py as a module: run a sweep, SIGKILL its driver at a point, resume once,
+    check (the default suite runs a few points; the script runs 20+)."""
+    import importlib.util
+    path = Path(__file__).resolve().parents[2] / "bench" / "kill_anywhere.py"
+    spec = importlib.util.spec_from_file_location("kill_anywhere", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module

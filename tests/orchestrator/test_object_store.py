@@ -11,28 +11,8 @@ import pytest
 
 from orchestrator.storage import Store, join, parent_and_name
 
-moto_server = pytest.importorskip("moto.server", reason="moto[server] (dev extra) not installed")
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
-CREDS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
-
-
-@pytest.fixture(scope="module")
-def bucket():
-    import logging
-
-    import boto3
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one log line per request otherwise
-    srv = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0)
-    srv.start()
-    host, port = srv.get_host_and_port()
-    old = {k: os.environ.get(k) for k in CREDS}
-    os.environ.update(CREDS)
-    boto3.client("s3", endpoint_url=f"http://{host}:{port}").create_bucket(Bucket="sweeps")
-    yield f"s3://sweeps/runs?endpoint_override={host}:{port}&scheme=http&region=us-east-1"
-    for k, v in old.items():
-        os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
-    srv.stop()
 
 
 def test_uri_join_keeps_the_query_last():
@@ -54,9 +34,9 @@ def test_store_round_trip(bucket, tmp_path):
     assert (got / "config.json").read_text() == "{}"
 
 
-def test_sweep_on_s3(bucket, small_raw, write_sweep, tmp_path):
+def test_sweep_on_s3(bucket, s3_creds, small_raw, write_sweep, tmp_path):
     small_raw.update(name="on-s3", seeds=[0], single_head_arch=False)
-    env = dict(os.environ, PYTHONPATH=str(REPO), HEADSWEEP_CACHE=str(tmp_path / "cache"), **CREDS)
+    env = dict(os.environ, PYTHONPATH=str(REPO), HEADSWEEP_CACHE=str(tmp_path / "cache"), **s3_creds)
     run = subprocess.run([sys.executable, "-m", "orchestrator", "run", str(write_sweep(small_raw)),
                           "--storage", bucket, "--no-analysis", "--cpus", "2"],
                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)

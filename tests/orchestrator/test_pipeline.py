@@ -13,7 +13,8 @@ from orchestrator.pipeline import ReadyFirst, ready_first  # noqa: E402
 from orchestrator.storage import Store  # noqa: E402
 from trials import layout  # noqa: E402
 
-OVER = layout.stage_over_marker("stage_a")
+RUN = "run-1"
+OVER = layout.stage_over_marker(RUN)
 STATUS, RESULT, ERROR = layout.STATUS, layout.RESULT, layout.ERROR
 from ray.tune.search import Searcher  # noqa: E402
 
@@ -24,16 +25,16 @@ def _specs():
     return a, b
 
 
-def _mark(store, key, *names):
+def _mark(store, key, *names, run=RUN):
     for n in names:
-        store.write_json(layout.trial_file(key, n), {"state": n})
+        store.write_json(layout.trial_file(key, n), {"state": n, "run": run})
 
 
 @pytest.fixture
 def setup(tmp_path):
     a, b = _specs()
     store = Store(str(tmp_path))
-    s = ReadyFirst(str(tmp_path), [(x.key, x.finetune.key) for x in b], [x.key for x in a], poll_s=0.0)
+    s = ReadyFirst(str(tmp_path), [(x.key, x.finetune.key) for x in b], [x.key for x in a], RUN, poll_s=0.0)
     return store, s
 
 
@@ -74,16 +75,16 @@ def test_finishes_when_stage_a_is_over_without_a_checkpoint(setup):
     assert s.suggest("t3") == Searcher.FINISHED
 
 
-def test_save_and_restore_keep_what_was_released(setup, tmp_path):
+def test_a_fine_tune_started_by_an_earlier_run_still_waits(setup):
+    """After a kill, status.json of an interrupted fine-tune remains; in the new run it waits for
+    a slot again, so stage B must not go ahead of it."""
     store, s = setup
-    for k in ("a0", "a1", "a2"):
-        _mark(store, k, STATUS, RESULT)
-    assert s.suggest("t1") == {"key": "b00"}
-    s.save(str(tmp_path / "searcher.pkl"))
-    a, b = _specs()
-    fresh = ReadyFirst(str(tmp_path), [(x.key, x.finetune.key) for x in b], [x.key for x in a], poll_s=0.0)
-    fresh.restore(str(tmp_path / "searcher.pkl"))
-    assert fresh.suggest("t2") == {"key": "b01"}                # b00 is not released twice
+    _mark(store, "a0", STATUS, RESULT)
+    _mark(store, "a1", STATUS)
+    _mark(store, "a2", STATUS, run="an-earlier-run")
+    assert s.suggest("t1") is None
+    _mark(store, "a2", STATUS)
+    assert s.suggest("t2") == {"key": "b00"}
 
 
 def test_every_released_trial_may_be_pending_at_once(tmp_path):
@@ -91,7 +92,7 @@ def test_every_released_trial_may_be_pending_at_once(tmp_path):
     otherwise; the limiter must not limit anything itself."""
     from ray.tune.execution.tune_controller import _get_max_pending_trials
     a, b = _specs()
-    gen = ready_first(str(tmp_path), b, a)
+    gen = ready_first(str(tmp_path), b, a, RUN)
     assert _get_max_pending_trials(gen) == len(b)
     store = Store(str(tmp_path))
     for k in ("a0", "a1", "a2"):
@@ -101,10 +102,12 @@ def test_every_released_trial_may_be_pending_at_once(tmp_path):
     assert [limiter.suggest(f"t{i}") for i in range(5)] == [{"key": x.key} for x in b] + [Searcher.FINISHED]
 
 
-def test_a_restored_stage_b_is_not_finished(tmp_path):
-    """A run stopped during stage A ends stage B with trials unreleased (FINISHED); resuming must
-    release them once their checkpoints exist, so restored state never says finished."""
+def test_a_resumed_run_releases_what_an_earlier_run_finished(tmp_path):
+    """A resume whose fine-tunes all finished before: nothing of stage A runs in this run, and
+    every stage-B trial is released at once."""
     a, b = _specs()
-    gen = ready_first(str(tmp_path), b, a)
-    gen.set_state({"counter": 2, "total_samples": len(b), "finished": True, "experiment": None})
-    assert gen._finished is False and gen._counter == 2
+    store = Store(str(tmp_path))
+    for k in ("a0", "a1", "a2"):
+        _mark(store, k, STATUS, RESULT, run="an-earlier-run")
+    s = ReadyFirst(str(tmp_path), [(x.key, x.finetune.key) for x in b], [], RUN, poll_s=0.0)
+    assert [s.suggest(f"t{i}") for i in range(5)] == [{"key": x.key} for x in b] + [Searcher.FINISHED]

@@ -131,17 +131,21 @@ def test_rerun_reuses_finished_trials(finished):
     pd.testing.assert_frame_equal(pd.read_parquet(sweep_dir / "results.parquet"), df)
 
 
-def test_resume_after_stage_a(small_raw, write_sweep, tmp_path, ray_session, monkeypatch):
+def test_resume_after_a_stop_after_stage_a(small_raw, write_sweep, tmp_path, ray_session, monkeypatch, capsys):
+    """Stopped (as by Ctrl+C) once stage A is done: exit 1, says so, and a resume finishes it."""
     small_raw["name"] = "stopped"
     small_raw["single_head_arch"] = False
     path = write_sweep(small_raw)
-    monkeypatch.setenv("HEADSWEEP_STOP_AFTER", "stage_a")
-    assert cli.main(["run", str(path), "--storage", str(tmp_path / "sw"), "--no-analysis"]) == 0
+    monkeypatch.setenv("HEADSWEEP_FAULT", "driver:stop:stage_a")
+    assert cli.main(["run", str(path), "--storage", str(tmp_path / "sw"), "--no-analysis"]) == 1
+    err = capsys.readouterr().err
     sweep_dir = tmp_path / "sw" / "stopped"
     partial = pd.read_parquet(sweep_dir / "results.parquet")
-    assert len(partial) == 2 and set(partial["stage"]) == {"A"}
+    a, b = (partial["stage"] == "A").sum(), (partial["stage"] == "B").sum()
+    assert a == 2 and b < 6                      # stage B (running beside A) was stopped too
+    assert f"{6 - b} trials did not run (the run was stopped); continue with: headsweep resume" in err
     stamps = {p.parent.name: p.stat().st_mtime_ns for p in (sweep_dir / "trials").glob("*/result.json")}
-    monkeypatch.delenv("HEADSWEEP_STOP_AFTER")
+    monkeypatch.delenv("HEADSWEEP_FAULT")
     assert cli.main(["resume", str(sweep_dir), "--no-analysis"]) == 0
     df = pd.read_parquet(sweep_dir / "results.parquet")
     assert len(df) == 2 + 2 * 3 and df["trial_key"].is_unique
