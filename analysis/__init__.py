@@ -1,39 +1,49 @@
-"""headsweep analysis: sweep directory -> statistics, figures, executed notebook, report.
+"""headsweep analysis: sweep directory (or several) -> statistics, figures, executed notebook, report.
 
     import analysis
     paths = analysis.analyze("sweeps/sst2-heads")     # {'notebook', 'report', 'stats', 'figures', 'summary'}
+    analysis.analyze(["sweeps/sst2", "sweeps/mnli"])  # several sweeps combined (analysis.combine)
 
 or piece by piece (plain DataFrame-in, DataFrame-out functions):
 
-    sweep = analysis.load(path)                       # .results, .importance, .predictions(trial_key)
-    summary = analysis.summarize(sweep.results)       # mean, std, n, 95% t-interval per condition
+    sweep = analysis.load(path)                       # .results, .importance, .metric, .predictions(trial_key)
+    summary = analysis.summarize(sweep.results)       # mean and bounded interval over seeds per condition
     stats = analysis.compare(sweep.results, sweep)    # all families, all tests, Holm per (family, test)
+    analysis.headline(stats, summary)                 # per model: baseline, top/bottom/random at the largest K
 
 Knows nothing of torch or Ray: it only reads the files a sweep writes.
 Figures (seaborn) live in analysis.figures, imported on first use.
 """
 
-from .compare import (FAMILIES, PRIMARY_TEST, compare, example_tests, mcnemar_by_seed, plan_comparisons,
-                      power_warnings, primary, seed_tests)
-from .importance import consistent_heads, importance_matrix, mean_importance, rank_stability, stability_summary
+from .combine import check_compatible, combine
+from .compare import FAMILIES, PRIMARY_TEST, compare, plan_comparisons, power_warnings, primary, seed_tests
+from .conditions import collapse_draws, reference, sweep_metric
+from .curves import curve_areas, curve_tests, headline, method_tests, sanity_check
+from .examples import example_tests, mcnemar_by_seed
+from .importance import (agreement_words, consistent_heads, importance_matrix, mean_importance, method_agreement,
+                         rank_stability, seed_correspondence, shared_only, stability_summary, task_agreement)
 from .load import Sweep, clean_importance, clean_results, load
-from .notebook import analyze, build_notebook, execute_notebook
+from .notebook import analyze, build_notebook, compute, execute_notebook, read_table
 from .report import build_report
-from .stats import (cohens_dz, holm, holm_adjust, mcnemar_test, paired_bootstrap, paired_t, sign_flip_p,
-                    summarize, t_interval)
+from .stats import (bounded_interval, cohens_dz, example_t, holm, holm_adjust, mcnemar_test, paired_bootstrap,
+                    paired_t, sign_flip_p, summarize, t_interval)
 
 __all__ = [
-    "FAMILIES", "PRIMARY_TEST", "Sweep", "analyze", "build_notebook", "build_report", "clean_importance",
-    "clean_results", "cohens_dz", "compare", "consistent_heads", "example_tests", "execute_notebook", "holm",
-    "holm_adjust", "importance_matrix", "load", "mcnemar_by_seed", "mcnemar_test", "mean_importance",
-    "paired_bootstrap", "paired_t", "plan_comparisons", "power_warnings", "primary", "rank_stability",
-    "seed_tests", "sign_flip_p", "stability_summary", "summarize", "t_interval",
+    "FAMILIES", "PRIMARY_TEST", "Sweep", "agreement_words", "analyze", "bounded_interval", "build_notebook",
+    "build_report", "check_compatible", "clean_importance", "clean_results", "cohens_dz", "collapse_draws",
+    "combine", "compare", "compute", "consistent_heads", "curve_areas", "curve_tests", "example_t", "example_tests",
+    "execute_notebook", "headline", "holm", "holm_adjust", "importance_matrix", "load", "mcnemar_by_seed",
+    "mcnemar_test",
+    "mean_importance", "method_agreement", "method_tests", "paired_bootstrap", "paired_t", "plan_comparisons",
+    "power_warnings", "primary", "rank_stability", "read_table", "reference", "sanity_check", "seed_correspondence",
+    "seed_tests", "shared_only", "sign_flip_p", "stability_summary", "summarize", "sweep_metric", "t_interval",
+    "task_agreement",
 ]
 
 
 def __getattr__(name):
     # Lazy: seaborn/matplotlib load only when figures are wanted.
-    if name in ("figures", "synthetic"):
+    if name in ("figures", "figures_importance", "synthetic"):
         import importlib
 
         return importlib.import_module(f".{name}", __name__)

@@ -1,19 +1,25 @@
-"""Seaborn figures, written as PNG files (atomically) into analysis/figures/.
+"""Seaborn/matplotlib figures, each written as PNG (150 dpi) and PDF into analysis/figures/.
 
-Figures are drawn on matplotlib Figure objects, not through pyplot's global state,
-so they never pop up, never leak, and work on a headless machine. Seaborn styles
-are applied with context managers so a user's own matplotlib settings survive.
+Rules every figure follows (issue 11, item 13): axes stay inside the metric's range; every curve
+starts at K = 0 (the unpruned model); a strategy has one colour everywhere (``color``); with few
+seeds the seeds are drawn as dots; no text is placed inside an axes (p-values go in tick labels
+and legends), so no label can overlap a bar or an error bar. The numbers come from summary.csv
+and stats.csv (and the raw per-seed values for the dots), so the figures, the report and the
+tables agree. Figures are drawn on matplotlib Figure objects, never through pyplot's global
+state, so they never pop up or leak, and work headless.
 """
 
 from __future__ import annotations
 
 import sys
+import textwrap
+import zlib
 
 import matplotlib
 
 if "matplotlib.pyplot" not in sys.modules:
-    # Headless default, set before anything imports pyplot (seaborn does). A session
-    # that already picked a backend (e.g. a notebook) keeps its own.
+    # Headless default, set before anything imports pyplot (seaborn does). A session that already
+    # picked a backend (e.g. a notebook) keeps its own.
     matplotlib.use("Agg")
 
 from pathlib import Path  # noqa: E402
@@ -26,15 +32,31 @@ from matplotlib.figure import Figure  # noqa: E402
 from trials import layout  # noqa: E402
 from trials.schema import STRATEGY_ORDER  # noqa: E402
 
-from .compare import primary  # noqa: E402
-from .importance import consistent_heads, importance_matrix, mean_importance, rank_stability  # noqa: E402
+from .conditions import as_dict, collapse_draws, label, reference, several_methods, sweep_metric  # noqa: E402
 from .load import write_figure  # noqa: E402
+from .stats import difference_range, metric_range  # noqa: E402
 
-# One colour per strategy, the same in every figure (the baseline "none" is drawn in grey).
-PALETTE = dict(zip(STRATEGY_ORDER[1:], sns.color_palette("colorblind", len(STRATEGY_ORDER) - 1)))
 STYLE = {"style": "whitegrid", "context": "notebook"}
+FEW_SEEDS = 8            # up to this many seeds, each is drawn as a dot
+DPI = 150
 # Every figure this module may write, in reading order (analyze() clears stale ones).
-FIGURES = ("accuracy_vs_k", "importance_heatmaps", "single_vs_multi", "rank_stability")
+FIGURES = ("metric_vs_k", "gap_vs_k", "single_vs_multi", "layer_single_head", "speedup", "importance_heatmaps",
+           "rank_stability")
+CURVE_STRATEGIES = ("top", "bottom", "random", "iterative")
+
+_BASE = sns.color_palette("colorblind", 10)
+# One colour per strategy in STRATEGY_ORDER ("none", the baseline, in grey), then the one-head
+# architecture; any other name gets a stable colour from its hash, so a new strategy is never
+# drawn in a colour that changes between figures or runs.
+PALETTE = {"none": (0.35, 0.35, 0.35)}
+for _i, _s in enumerate(STRATEGY_ORDER[1:]):
+    PALETTE[_s] = _BASE[_i % len(_BASE)]
+PALETTE["one-head arch"] = _BASE[(len(STRATEGY_ORDER) - 1) % len(_BASE)]
+_EXTRA = sns.color_palette("dark", 10)
+
+
+def color(name: str):
+    return PALETTE.get(name) or _EXTRA[zlib.crc32(name.encode()) % len(_EXTRA)]
 
 
 def figure_path(sweep_dir, stem: str, fmt: str = "png") -> Path:
@@ -48,157 +70,285 @@ def _figure(nrows: int, ncols: int, w: float, h: float, **kw):
     return fig, axes
 
 
-def _band(ax, x, lo, hi, color, alpha=0.18):
-    ok = ~(np.isnan(lo) | np.isnan(hi))
-    if ok.any():
-        ax.fill_between(x[ok], lo[ok], hi[ok], color=color, alpha=alpha, linewidth=0)
+def _suptitle(fig, text: str, fontsize: int = 8) -> None:
+    """A figure title wrapped to the figure's width (a long line would be cut at the edges)."""
+    width = max(30, int(fig.get_figwidth() * 120 / fontsize))
+    fig.suptitle(textwrap.fill(text, width), fontsize=fontsize)
 
 
-def accuracy_vs_k(summary: pd.DataFrame, stats: pd.DataFrame, path, alpha: float = 0.05) -> Path | None:
-    """Mean accuracy vs fraction of heads removed: one line per strategy with its 95%
-    t-interval band, one panel per model (rows: recovery epochs), the unpruned
-    baseline as a dashed line with its band, '*' where the Holm-adjusted primary
-    p against the baseline is below alpha."""
-    multi = summary[summary["arch"] != "single-head"]
-    if multi.empty:
+def save(fig, path) -> Path:
+    """PNG (at DPI) and PDF side by side; returns the PNG's path."""
+    path = Path(path).with_suffix(".png")
+    for i, fmt in enumerate(layout.FIGURE_FORMATS):
+        write_figure(path.with_suffix(f".{fmt}"), fig, dpi=DPI)
+        if i == 0:   # the layout is solved by the first save; the others reuse it (half the cost)
+            fig.set_layout_engine("none")
+    return path
+
+
+def _limits(values, rng, pad: float = 0.06):
+    """y-limits around the plotted values, never outside the metric's range."""
+    v = np.asarray([x for x in values if x is not None and np.isfinite(x)], float)
+    if not len(v):
+        return rng if np.all(np.isfinite(rng)) else (0, 1)
+    lo, hi = v.min(), v.max()
+    span = max(hi - lo, 1e-3)
+    return (max(rng[0], lo - pad * span), min(rng[1], hi + pad * span))
+
+
+def _primary(summary: pd.DataFrame) -> pd.DataFrame:
+    return summary[~summary["extra_eval"].astype(bool)] if "extra_eval" in summary.columns else summary
+
+
+def _panels(df: pd.DataFrame, methods: bool):
+    """(row keys, column keys): rows = (criterion, recovery), columns = (task, model)."""
+    cols = sorted(df[["task", "model"]].drop_duplicates().itertuples(index=False, name=None))
+    m = sorted(x for x in df["importance_method"].unique() if x) if methods else [""]
+    recs = sorted(df["recovery_epochs"].unique()) or [0.0]
+    return [(mm, r) for mm in (m or [""]) for r in recs], cols
+
+
+def _title(task, model, method, rec, show_task, show_rec):
+    t = (f"{task}: " if show_task else "") + model + (f" [{method}]" if method else "")
+    return t + (f" — recovery {rec:g} epoch(s)" if show_rec else "")
+
+
+def _seed_values(results: pd.DataFrame, metric: str) -> pd.DataFrame:
+    return collapse_draws(results, metric)
+
+
+def metric_vs_k(summary: pd.DataFrame, stats: pd.DataFrame, results: pd.DataFrame, path, alpha: float = 0.05,
+                metric: str | None = None) -> Path | None:
+    """The metric against the fraction of heads removed, one line per strategy starting at K = 0
+    from its own baseline (conditions.reference: the `none` with the same recovery), a band for
+    the bounded interval over seeds, seeds as dots, random draws as crosses; a filled marker where
+    the Holm-adjusted primary test against that baseline is below alpha."""
+    metric = metric or sweep_metric(results)
+    s = _primary(summary)
+    multi = s[(s["arch"] != "single-head") & (s["arch_init"] != "scratch")]
+    pruned = multi[multi["strategy"].isin(CURVE_STRATEGIES + ("single-head",))]
+    if pruned.empty:
         return None
-    models = sorted(multi["model"].unique())
-    recs = sorted(multi.loc[multi["strategy"] != "none", "recovery_epochs"].unique()) or [0.0]
-    marks = primary(stats) if len(stats) else stats
-    marks = marks[(marks["family"] == "vs_baseline") & (marks["p_adjusted"] < alpha)] if len(marks) else marks
-    fig, axes = _figure(len(recs), len(models), 4.6, 3.4, sharey=True)
-    for j, model in enumerate(models):
-        base = multi[(multi["model"] == model) & (multi["strategy"] == "none")].sort_values("recovery_epochs")
-        for i, rec in enumerate(recs):
-            ax = axes[i, j]
-            if len(base):
-                b = base.iloc[0]
-                ax.axhline(b["mean"], color="0.25", ls="--", lw=1.2, label="none (baseline)")
-                if not np.isnan(b["ci_low"]):
-                    ax.axhspan(b["ci_low"], b["ci_high"], color="0.5", alpha=0.15, linewidth=0)
-            sub = multi[(multi["model"] == model) & (multi["recovery_epochs"] == rec) & (multi["strategy"] != "none")]
-            for (strategy, per_layer), d in sub.groupby(["strategy", "per_layer"], sort=False):
+    methods = several_methods(results)
+    rows, cols = _panels(pruned, methods)
+    conds = [as_dict(r) for r in s.to_dict("records")]
+    seeds = _seed_values(results, metric)
+    sig = set()
+    if len(stats):
+        p = stats[(stats["family"].isin(["vs_baseline", "multi_vs_single"])) & stats["primary"].astype(bool)
+                  & (stats["p_adjusted"] < alpha)]
+        sig = set(zip(p["task"], p["model"], p["group_b"]))
+    rng = metric_range(metric)
+    fig, axes = _figure(len(rows), len(cols), 4.6, 3.4)
+    show_task = len({t for t, _ in cols}) > 1
+    for j, (task, model) in enumerate(cols):
+        for i, (method, rec) in enumerate(rows):
+            ax, ys = axes[i, j], []
+            sub = pruned[(pruned["task"] == task) & (pruned["model"] == model) & (pruned["recovery_epochs"] == rec)
+                         & pruned["importance_method"].isin([method, ""] if method else pruned["importance_method"])]
+            ax.set_title(_title(task, model, method, rec, show_task, any(r != 0 for _, r in rows)))
+            ax.set(xlabel="fraction of heads removed (K / all heads)", ylabel=metric)
+            if sub.empty:
+                continue
+            base, _ = reference(as_dict(sub.iloc[0]), conds)
+            b = s[(s["task"] == task) & (s["model"] == model) & (s["strategy"] == "none") & (s["arch"] != "single-head")
+                  & (s["variant"] == base["variant"]) & (s["recovery_epochs"] == base["recovery_epochs"])].iloc[0] \
+                if base is not None else None
+            if b is not None:
+                ax.axhline(b["mean"], color=color("none"), ls="--", lw=1.1, label="none (baseline)")
+                ax.scatter([0.0], [b["mean"]], color=color("none"), s=26, zorder=4)   # K = 0 on every curve
+                if np.isfinite(b["ci_low"]):
+                    ax.axhspan(b["ci_low"], b["ci_high"], color=color("none"), alpha=0.12, linewidth=0)
+                ys += [b["mean"], b["ci_low"], b["ci_high"]]
+            for (strategy, per_layer, meth), d in sub.groupby(["strategy", "per_layer", "importance_method"], sort=False):
                 d = d.sort_values("k_fraction")
-                color = PALETTE.get(strategy, "0.4")
-                label = strategy + (" (per layer)" if per_layer else "")
-                x = d["k_fraction"].to_numpy(float)
-                if strategy == "single-head":  # one point at its own K
-                    ax.errorbar(x, d["mean"], yerr=[d["mean"] - d["ci_low"], d["ci_high"] - d["mean"]],
-                                fmt="D", color=color, capsize=3, label=label)
+                c = color(strategy)
+                name = strategy + (" (per layer)" if per_layer else "")
+                x, y = d["k_fraction"].to_numpy(float), d["mean"].to_numpy(float)
+                lo, hi = d["ci_low"].to_numpy(float), d["ci_high"].to_numpy(float)
+                filled = [(task, model, label(as_dict(r), methods)) in sig for r in d.to_dict("records")]
+                ys += list(y) + list(lo) + list(hi)
+                if strategy == "single-head":
+                    ax.errorbar(x, y, yerr=[np.nan_to_num(y - lo), np.nan_to_num(hi - y)], fmt="D", color=c,
+                                capsize=3, label=name, mfc=c if all(filled) else "white")
                 else:
-                    sns.lineplot(x=x, y=d["mean"].to_numpy(), ax=ax, color=color, marker="o", label=label,
-                                 linestyle=":" if per_layer else "-", errorbar=None)
-                    _band(ax, x, d["ci_low"].to_numpy(float), d["ci_high"].to_numpy(float), color)
-                m = marks[(marks["model"] == model) & (marks["strategy_b"] == strategy)
-                          & (marks["recovery_epochs"] == rec)] if len(marks) else marks
-                for _, r in m.iterrows():
-                    pt = d[d["k"] == r["k"]]
-                    if len(pt):
-                        top = pt["ci_high"].iloc[0] if not np.isnan(pt["ci_high"].iloc[0]) else pt["mean"].iloc[0]
-                        ax.annotate("*", (pt["k_fraction"].iloc[0], top), textcoords="offset points", xytext=(0, 1),
-                                    ha="center", va="bottom", color=color, fontsize=13, fontweight="bold")
-            title = model + (f" — recovery {rec:g} epoch(s)" if len(recs) > 1 else "")
-            ax.set(title=title, xlabel="fraction of heads removed (K / all heads)", ylabel="accuracy")
-            if ax.get_legend():
-                ax.get_legend().remove()
-    handles, labels = axes[0, 0].get_legend_handles_labels()
-    seen = dict(zip(labels, handles))
-    for ax in axes.flat:  # a panel may miss a strategy; collect every label once
-        for h, l in zip(*ax.get_legend_handles_labels()):
-            seen.setdefault(l, h)
-    fig.legend(seen.values(), seen.keys(), loc="outside right upper", frameon=False)
-    fig.suptitle(f"Bands: 95% t-interval over seeds.  * Holm-adjusted paired t-test p < {alpha:g} vs baseline",
-                 fontsize=9)
-    return write_figure(path, fig)
+                    if b is not None:   # every curve starts at K = 0: the unpruned model it was cut from
+                        x, y = np.concatenate([[0.0], x]), np.concatenate([[b["mean"]], y])
+                        lo, hi = np.concatenate([[np.nan], lo]), np.concatenate([[np.nan], hi])
+                    ax.plot(x, y, color=c, ls=":" if per_layer else "-", lw=1.6, label=name)
+                    f = np.array(filled, bool)
+                    xs, ys_ = x[len(x) - len(f):], y[len(y) - len(f):]   # the measured K (K = 0 is drawn grey)
+                    ax.scatter(xs[f], ys_[f], color=c, s=22, zorder=3)
+                    ax.scatter(xs[~f], ys_[~f], facecolor="white", edgecolor=c, s=22, zorder=3)
+                    ok = np.isfinite(lo) & np.isfinite(hi)
+                    if ok.any():
+                        ax.fill_between(x[ok], lo[ok], hi[ok], color=c, alpha=0.15, linewidth=0)
+                pts = seeds[(seeds["task"] == task) & (seeds["model"] == model) & (seeds["strategy"] == strategy)
+                            & (seeds["per_layer"] == per_layer) & (seeds["recovery_epochs"] == rec)
+                            & (seeds["importance_method"] == meth) & (seeds["arch"] != "single-head")]
+                if len(pts) and pts["seed"].nunique() <= FEW_SEEDS:
+                    ax.scatter(pts["k_fraction"], pts["value"], color=c, s=7, alpha=0.45, linewidth=0, zorder=2)
+                    ys += list(pts["value"])
+                if strategy == "random":
+                    draws = results[(results["task"] == task) & (results["model"] == model)
+                                    & (results["strategy"] == "random") & (results["recovery_epochs"] == rec)
+                                    & (results["per_layer"] == per_layer)]
+                    if draws["draw"].nunique() > 1:
+                        ax.scatter(draws["k_fraction"], draws[metric], marker="x", color=c, s=9, alpha=0.35,
+                                   linewidth=0.7, zorder=1, label="random (each draw)")
+                        ys += list(draws[metric])
+            ax.set_ylim(*_limits(ys, rng))
+            ax.set_xlim(left=-0.02)
+    _legend(fig, axes)
+    _suptitle(fig, f"{metric} vs K. Bands: 95% interval over seeds (logit-scale t, inside the metric's range; 3+ "
+                   f"seeds); dots: seeds; crosses: random draws; filled: Holm p < {alpha:g} vs the unpruned baseline")
+    return save(fig, path)
 
 
-def importance_heatmaps(importance: pd.DataFrame | None, path, score: str = "score") -> Path | None:
-    """Layer x head mean importance per model; ▲/▼ mark heads in the top/bottom decile in every seed."""
-    if importance is None or importance.empty:
+def _legend(fig, axes):
+    seen = {}
+    for ax in axes.flat:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            seen.setdefault(lab, h)
+        if ax.get_legend():
+            ax.get_legend().remove()
+    if seen:   # below the panels: clear of the title and of every data mark
+        fig.legend(seen.values(), seen.keys(), loc="outside lower center", ncols=min(len(seen), 4), frameon=False,
+                   fontsize=8)
+
+
+GAPS = (("bottom", "top"), ("random", "top"))
+
+
+def gap_vs_k(stats: pd.DataFrame, results: pd.DataFrame, path, metric: str | None = None) -> Path | None:
+    """The main question: top - bottom and top - random against K (0 at K = 0), with the
+    unadjusted 95% interval of each K's paired difference (stats.csv, top_bottom_random) and each
+    seed's difference as a dot; the legend gives each gap's curve-level Holm p."""
+    metric = metric or sweep_metric(results)
+    if stats.empty:
         return None
-    mean = mean_importance(importance, score)
-    cons = consistent_heads(importance, score=score)
-    models = sorted(mean["model"].unique())
-    ncols = min(len(models), 3)
-    nrows = int(np.ceil(len(models) / ncols))
-    fig, axes = _figure(nrows, ncols, 4.8, 3.8)
-    for ax, model in zip(axes.flat, models):
-        mat = importance_matrix(mean, model)
-        sns.heatmap(mat, ax=ax, cmap="viridis", cbar_kws={"label": f"mean {score}"}, square=False)
-        c = cons[cons["model"] == model]
-        rows, cols = list(mat.index), list(mat.columns)
-        for _, r in c[c["always_top"] | c["always_bottom"]].iterrows():
-            ax.text(cols.index(r["head"]) + 0.5, rows.index(r["layer"]) + 0.5, "▲" if r["always_top"] else "▼",
-                    ha="center", va="center", color="white" if r["always_bottom"] else "black", fontsize=8)
-        n = int(mean.loc[mean["model"] == model, "n_seeds"].max())
-        ax.set(title=f"{model} (mean of {n} seed(s))", xlabel="head", ylabel="layer")
-    for ax in list(axes.flat)[len(models):]:
-        ax.set_visible(False)
-    fig.suptitle("Head importance; ▲ top decile in every seed, ▼ bottom decile in every seed", fontsize=9)
-    return write_figure(path, fig)
+    prim = stats[stats["primary"].astype(bool)]
+    rows_ = prim[(prim["family"] == "top_bottom_random") & (prim["strategy_b"] == "top")
+                 & prim["strategy_a"].isin(["bottom", "random"])]
+    if rows_.empty:
+        return None
+    methods = several_methods(results)
+    pl = not (~rows_["per_layer"].astype(bool)).any()   # K as a count of the whole model, else per layer
+    panels, cols = _panels(rows_.rename(columns={"variant_b": "variant"}), methods)
+    curve = prim[prim["family"] == "curve"]
+    seeds = _seed_values(results, metric)
+    fig, axes = _figure(len(panels), len(cols), 4.6, 3.4)
+    rng = difference_range(metric)
+    show_task = len({t for t, _ in cols}) > 1
+    for j, (task, model) in enumerate(cols):
+        for i, (method, rec) in enumerate(panels):
+            ax, ys, ptxt = axes[i, j], [0.0], []
+            ax.axhline(0, color="0.3", lw=0.8)
+            title = _title(task, model, method, rec, show_task, any(r != 0 for _, r in panels))
+            ax.set(xlabel="fraction of heads removed (K / all heads)", ylabel=f"{metric} difference")
+            for ref, cond in GAPS:
+                d = rows_[(rows_["task"] == task) & (rows_["model"] == model) & (rows_["recovery_epochs"] == rec)
+                          & (rows_["strategy_a"] == ref) & (rows_["per_layer"].astype(bool) == pl)
+                          & ((rows_["importance_method"] == method) if method else True)].sort_values("k_fraction")
+                if d.empty:
+                    continue
+                cv = curve[(curve["task"] == task) & (curve["model"] == model) & (curve["recovery_epochs"] == rec)
+                           & (curve["strategy_a"] == ref) & (curve["strategy_b"] == cond)
+                           & (curve["per_layer"].astype(bool) == pl)
+                           & ((curve["importance_method"] == method) if method else True)]
+                if len(cv) and np.isfinite(cv["p_adjusted"].iloc[0]):
+                    ptxt.append(f"{cond} − {ref} {cv['p_adjusted'].iloc[0]:.2g}")
+                c = color(ref)
+                x = np.concatenate([[0.0], d["k_fraction"].to_numpy(float)])
+                y = np.concatenate([[0.0], d["difference"].to_numpy(float)])
+                lo = np.concatenate([[0.0], d["ci_low"].to_numpy(float)])
+                hi = np.concatenate([[0.0], d["ci_high"].to_numpy(float)])
+                ax.plot(x, y, color=c, marker="o", ms=4, lw=1.6, label=f"{cond} − {ref}")
+                ok = np.isfinite(lo) & np.isfinite(hi)
+                ax.errorbar(x[ok], y[ok], yerr=[y[ok] - lo[ok], hi[ok] - y[ok]], fmt="none", ecolor=c, capsize=3, lw=1)
+                ys += list(y) + list(lo[ok]) + list(hi[ok])
+                sel = (seeds["task"] == task) & (seeds["model"] == model) & (seeds["recovery_epochs"] == rec) & \
+                      (seeds["per_layer"].astype(bool) == pl) & (seeds["arch"] != "single-head")
+                a = seeds[sel & (seeds["strategy"] == ref) & ((seeds["importance_method"] == method) if method and
+                                                              ref != "random" else True)]
+                b = seeds[sel & (seeds["strategy"] == cond) & ((seeds["importance_method"] == method) if method
+                                                               else True)]
+                pa = a.pivot_table(index="seed", columns="k_fraction", values="value")
+                pb = b.pivot_table(index="seed", columns="k_fraction", values="value")
+                diff = (pb - pa).stack().rename("d").reset_index()
+                if len(diff) and diff["seed"].nunique() <= FEW_SEEDS:
+                    ax.scatter(diff["k_fraction"], diff["d"], color=c, s=7, alpha=0.45, linewidth=0, zorder=2)
+                    ys += list(diff["d"])
+            ptitle = "" if not ptxt else ("\ncurve-level Holm p: " + ptxt[0] if len(ptxt) == 1 else
+                                          "\ncurve-level Holm p:\n" + "\n".join(ptxt))
+            ax.set_title(title + (" (per layer)" if pl else "") + ptitle, fontsize=9)
+            ax.set_ylim(*_limits(ys, rng))
+            ax.set_xlim(left=-0.02)
+    _legend(fig, axes)
+    _suptitle(fig, "The gap: top-K minus bottom-K / random-K (below 0: the important heads matter more). Bars: "
+                   "unadjusted 95% t-interval over seeds (3+ seeds); dots: seeds")
+    return save(fig, path)
 
 
-def single_vs_multi(results: pd.DataFrame, stats: pd.DataFrame, path, alpha: float = 0.05) -> Path | None:
-    """Multi-head baseline vs single-head strategy vs one-head architecture:
-    bars = mean with 95% t-interval, dots = seeds, text = Holm-adjusted primary p."""
-    from .stats import t_interval
-
-    fam = primary(stats) if len(stats) else stats
-    fam = fam[fam["family"] == "multi_vs_single"] if len(fam) else fam
+def single_vs_multi(summary: pd.DataFrame, stats: pd.DataFrame, results: pd.DataFrame, path, alpha: float = 0.05,
+                    metric: str | None = None) -> Path | None:
+    """Multi-head model vs the single-head strategy and the one-head architecture(s): bars = mean
+    over seeds with the bounded interval, dots = seeds; the Holm p against the reference is in the
+    tick label (never inside the axes)."""
+    metric = metric or sweep_metric(results)
+    fam = stats[(stats["family"] == "multi_vs_single") & stats["primary"].astype(bool)] if len(stats) else stats
     if fam.empty:
         return None
-    models = sorted(fam["model"].unique())
-    fig, axes = _figure(1, len(models), 5.0, 3.8, sharey=True)
-    for ax, model in zip(axes.flat, models):
-        f = fam[fam["model"] == model]
-        r = results[results["model"] == model]
-        # group a is the multi-head baseline (recovery 0 serves all); each b is named by its row.
-        base = r[(r["arch"] != "single-head") & (r["strategy"] == "none")]
-        base = base[base["recovery_epochs"] == base["recovery_epochs"].min()]
-        groups = [f["group_a"].iloc[0]] + list(f["group_b"])
-        parts = [base.assign(group=groups[0])]
-        for _, c in f.iterrows():
-            sel = r[(r["variant"] == c["variant_b"]) & (r["strategy"] == c["strategy_b"]) & (r["k"] == c["k"])
-                    & (r["per_layer"] == c["per_layer"]) & (r["recovery_epochs"] == c["recovery_epochs"])]
-            parts.append(sel.assign(group=c["group_b"]))
-        rows = pd.concat(parts)[["group", "accuracy", "seed"]]
-        long = rows.reset_index(drop=True)
-        sns.barplot(data=long, x="group", y="accuracy", order=groups, errorbar=None, ax=ax,
-                    color=sns.color_palette("colorblind")[0], alpha=0.45)
-        sns.stripplot(data=long, x="group", y="accuracy", order=groups, ax=ax, color="k", size=4, jitter=0.15)
-        for i, g in enumerate(groups):
-            mean, lo, hi = t_interval(long.loc[long["group"] == g, "accuracy"])
-            if not np.isnan(lo):
-                ax.errorbar(i, mean, yerr=[[mean - lo], [hi - mean]], color="k", capsize=5, lw=1.5)
-        for i, (_, c) in enumerate(f.iterrows(), start=1):
-            p = c["p_adjusted"]
-            txt = "n/a" if np.isnan(p) else f"Holm p={p:.2g}" + (" *" if p < alpha else "")
-            ax.annotate(txt, (i, 1.0), ha="center", va="bottom", fontsize=8)
-        ax.set(title=model, xlabel="", ylabel="accuracy", ylim=(0, 1.08))
-        ax.set_xticks(range(len(groups)), ["multi-head\n(none)"] + [g.replace(" (", "\n(") for g in groups[1:]])
-    fig.suptitle("Multi- vs single-head: bars 95% t-interval over seeds; Holm p of the paired t-test vs the "
-                 "first bar", fontsize=9)
-    return write_figure(path, fig)
-
-
-def rank_stability_plot(importance: pd.DataFrame | None, path, score: str = "score") -> Path | None:
-    """Pairwise Spearman / Kendall correlation between seeds' head rankings, per model."""
-    if importance is None or importance.empty:
-        return None
-    pairs = rank_stability(importance, score)
-    if pairs.empty:
-        return None
-    long = pairs.melt(id_vars=["model", "seed_a", "seed_b"], value_vars=["spearman", "kendall"],
-                      var_name="correlation", value_name="value")
-    fig, axes = _figure(1, 1, 5.2, 3.6)
-    ax = axes[0, 0]
-    sns.boxplot(data=long, x="model", y="value", hue="correlation", ax=ax, fliersize=0, palette="pastel")
-    sns.stripplot(data=long, x="model", y="value", hue="correlation", ax=ax, dodge=True, size=3, legend=False,
-                  palette={"spearman": "k", "kendall": "k"})
-    ax.set(title="Rank stability of head importance across seeds (one dot per seed pair)",
-           ylabel="rank correlation", xlabel="", ylim=(min(-0.05, long["value"].min() - 0.05), 1.02))
-    ax.title.set_fontsize(9)
-    return write_figure(path, fig)
+    s = _primary(summary)
+    conds = [as_dict(r) for r in s.to_dict("records")]
+    methods = several_methods(results)
+    seeds = _seed_values(results, metric)
+    cols = sorted(fam[["task", "model"]].drop_duplicates().itertuples(index=False, name=None))
+    fig, axes = _figure(1, len(cols), 1.0 + 1.45 * (1 + fam.groupby(["task", "model"]).size().max()), 4.0)
+    rng = metric_range(metric)
+    for ax, (task, model) in zip(axes.flat, cols):
+        bars, ys = [], []
+        for c in conds:
+            if c["task"] != task or c["model"] != model:
+                continue
+            if not (c["arch"] == "single-head" or c["strategy"] == "single-head"):
+                continue
+            ref, _ = reference(c, conds)
+            lab = label(c, methods)
+            st_ = fam[(fam["task"] == task) & (fam["model"] == model) & (fam["group_b"] == lab)]
+            p = st_["p_adjusted"].iloc[0] if len(st_) else np.nan
+            ptxt = "Holm p n/a" if not np.isfinite(p) else f"Holm p={p:.2g}" + (" *" if p < alpha else "")
+            if ref is not None and all(r[0] != ref for r in bars):
+                bars.append((ref, label(ref, methods), "", color("none")))
+            bars.append((c, lab, ptxt, color("one-head arch" if c["arch"] == "single-head" else "single-head")))
+        ticks = []
+        for i, (c, lab, ptxt, col) in enumerate(bars):
+            r = s[(s["task"] == c["task"]) & (s["model"] == c["model"]) & (s["variant"] == c["variant"])
+                  & (s["strategy"] == c["strategy"]) & (s["k"] == c["k"]) & (s["recovery_epochs"] == c["recovery_epochs"])
+                  & (s["arch_init"] == c["arch_init"]) & (s["importance_method"] == c["importance_method"])]
+            if r.empty:
+                continue
+            r = r.iloc[0]
+            ax.bar(i, r["mean"], color=col, alpha=0.55, width=0.65)
+            if np.isfinite(r["ci_low"]):
+                ax.errorbar(i, r["mean"], yerr=[[r["mean"] - r["ci_low"]], [r["ci_high"] - r["mean"]]], color="k",
+                            capsize=5, lw=1.3)
+            pts = seeds[(seeds["task"] == c["task"]) & (seeds["model"] == c["model"]) & (seeds["variant"] == c["variant"])
+                        & (seeds["strategy"] == c["strategy"]) & (seeds["recovery_epochs"] == c["recovery_epochs"])
+                        & (seeds["arch_init"] == c["arch_init"]) & (seeds["k"] == c["k"])]
+            if pts["seed"].nunique() <= FEW_SEEDS:
+                jit = np.linspace(-0.12, 0.12, len(pts)) if len(pts) > 1 else np.zeros(len(pts))
+                ax.scatter(i + jit, pts["value"], color="k", s=10, zorder=3)
+            ys += [r["mean"], r["ci_low"], r["ci_high"]] + list(pts["value"])
+            ticks.append((i, textwrap.fill(lab, 15) + (f"\n{ptxt}" if ptxt else "")))
+        lo = rng[0] if np.isfinite(rng[0]) else None
+        top = _limits(ys + ([lo] if lo is not None else []), rng, pad=0.08)
+        ax.set_ylim(*top)
+        ax.set_xticks([t for t, _ in ticks], [lab for _, lab in ticks], fontsize=7)
+        ax.set(title=(f"{task}: " if len(cols) > 1 and len({t for t, _ in cols}) > 1 else "") + model, ylabel=metric)
+    _suptitle(fig, "Multi- vs single-head: bars = mean, 95% logit-scale t-interval over seeds (3+ seeds), dots = "
+                   "seeds; Holm p of the paired t-test against the grey bar")
+    return save(fig, path)
 
 
 def show(path) -> None:
@@ -211,16 +361,26 @@ def show(path) -> None:
         display(Image(filename=str(path)))
 
 
-def make_figures(results: pd.DataFrame, importance: pd.DataFrame | None, summary: pd.DataFrame,
-                 stats: pd.DataFrame, fig_dir, alpha: float = 0.05) -> dict[str, Path]:
-    """Every figure that the data allows; returns name -> path (skipped ones absent)."""
+def make_figures(results: pd.DataFrame, importance: pd.DataFrame | None, summary: pd.DataFrame, stats: pd.DataFrame,
+                 fig_dir, alpha: float = 0.05, corr: dict | None = None) -> dict[str, Path]:
+    """Every figure that the data allows; returns stem -> PNG path (skipped ones absent)."""
+    from . import figures_extra as fx
+    from . import figures_importance as fi
+    from .importance import seed_correspondence, shared_only
+
     fig_dir = Path(fig_dir)
     fig_dir.mkdir(parents=True, exist_ok=True)
     path = {stem: fig_dir / Path(layout.figure_file(stem)).name for stem in FIGURES}
+    metric = sweep_metric(results)
+    corr = seed_correspondence(results) if corr is None else corr
+    shared = shared_only(importance, corr)
     out = {
-        "accuracy_vs_k": accuracy_vs_k(summary, stats, path["accuracy_vs_k"], alpha),
-        "importance_heatmaps": importance_heatmaps(importance, path["importance_heatmaps"]),
-        "single_vs_multi": single_vs_multi(results, stats, path["single_vs_multi"], alpha),
-        "rank_stability": rank_stability_plot(importance, path["rank_stability"]),
+        "metric_vs_k": metric_vs_k(summary, stats, results, path["metric_vs_k"], alpha, metric),
+        "gap_vs_k": gap_vs_k(stats, results, path["gap_vs_k"], metric),
+        "single_vs_multi": single_vs_multi(summary, stats, results, path["single_vs_multi"], alpha, metric),
+        "layer_single_head": fx.layer_single_head(stats, results, path["layer_single_head"], alpha, metric),
+        "speedup": fx.speedup(summary, results, path["speedup"], metric),
+        "importance_heatmaps": fi.importance_heatmaps(shared, path["importance_heatmaps"]),
+        "rank_stability": fi.rank_stability_plot(shared, path["rank_stability"]),
     }
     return {k: v for k, v in out.items() if v is not None}

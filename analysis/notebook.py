@@ -1,9 +1,11 @@
-"""analyze(): sweep directory -> stats.csv, report.md, figures/, executed analysis.ipynb.
+"""analyze(): sweep directory (or several) -> stats.csv, summary.csv, figures/, report.md, executed analysis.ipynb.
 
-The notebook is built with nbformat from cells that call this package's own
-functions, then executed with nbclient in a kernel that runs on THIS interpreter
-(a throwaway kernel spec pointing at sys.executable), so it works from a fresh
-venv even when the user's default "python3" kernel lives elsewhere.
+One source of numbers: the tables are computed once, in this process, and written; the figures
+and the report are drawn from those same tables; the notebook *reads* stats.csv, summary.csv,
+the figures and report.md (it recomputes nothing), so the three can never disagree. The notebook
+is built with nbformat and executed with nbclient in a kernel that runs on THIS interpreter (a
+throwaway kernel spec pointing at sys.executable), so it works from a fresh venv even when the
+user's default "python3" kernel lives elsewhere.
 """
 
 from __future__ import annotations
@@ -13,99 +15,134 @@ import tempfile
 from pathlib import Path
 
 import nbformat
+import pandas as pd
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 from trials import atomic, layout
+from trials.schema import CORRECTNESS_METRICS
 
-from .compare import compare, mcnemar_by_seed
+from .compare import compare
+from .examples import mcnemar_by_seed
+from .importance import seed_correspondence
 from .load import load, write_csv, write_text
 from .report import build_report
+from .report_sections import extra_summary
 from .stats import summarize
 
-PRIMARY_TEXT = (
-    "**Primary test.** For every comparison THE p-value is a *paired t-test over seeds* (the two conditions "
-    "share a fine-tuned model per seed, so differences are paired by seed), Holm-corrected within its family. "
-    "It is the one marked in the figures. Beside it: an exact sign-flip permutation test over seeds (no "
-    "normality assumption, but with n seeds its p can never go below 2/2^n, 0.0625 for 5 seeds), and the "
-    "per-example tests on the shared evaluation set: McNemar on correctness, pooled over seeds by summing "
-    "discordant pairs (the Cochran-Mantel-Haenszel test with each example-and-seed pair as a stratum; exact "
-    "binomial under 25 discordant pairs), and a paired bootstrap over examples of the accuracy difference with "
-    "correctness averaged over seeds. Per-example tests treat the trained models as fixed: they are far more "
-    "sensitive, but they answer 'do these models differ on this evaluation set', not 'does the procedure "
-    "differ', so they form a secondary family. Each (family, test) is Holm-corrected on its own."
-)
+# Columns of stats.csv / summary.csv that hold text (a CSV round trip turns "" into NaN) or flags.
+TEXT_COLUMNS = ("task", "arch_init", "arch_init_b", "importance_method", "ci_kind", "sim_ci_kind", "note", "interval",
+                "eval_split", "effect_size_name", "seeds")
+BOOL_COLUMNS = ("primary", "significant", "per_layer", "extra_eval")
 
 
-def _cells(sweep_dir: Path, alpha: float, n_boot: int) -> list:
+def read_table(path) -> pd.DataFrame:
+    """stats.csv or summary.csv as analyze() computed it (text and flag columns restored)."""
+    df = pd.read_csv(path)
+    for c in TEXT_COLUMNS:
+        if c in df.columns:
+            df[c] = df[c].fillna("").astype(str)
+    for c in BOOL_COLUMNS:
+        if c in df.columns:
+            df[c] = df[c].astype(str).str.lower().isin(["true", "1"])
+    return df
+
+
+def compute(sweep, *, alpha: float = 0.05, conf: float = 0.95) -> dict:
+    """Every table of the analysis, in memory: summary, stats, mcnemar (or None), corr."""
+    results = sweep.results
+    predictions = sweep if sweep.has_predictions else None
+    summary = summarize(results, sweep.metric, conf)
+    extra = extra_summary(results, sweep.metric, conf) if len(results) else pd.DataFrame()
+    if len(extra):
+        summary = pd.concat([summary, extra[summary.columns]], ignore_index=True)
+    stats = compare(results, predictions, metric=sweep.metric, alpha=alpha, conf=conf)
+    mcn = (mcnemar_by_seed(results, predictions) if predictions is not None and sweep.metric in CORRECTNESS_METRICS
+           and len(results) else None)
+    corr = seed_correspondence(results) if len(results) else {}
+    return {"summary": summary, "stats": stats, "mcnemar": mcn, "corr": corr}
+
+
+def _cells(dirs: list[Path], root: Path, alpha: float) -> list:
     md, code = new_markdown_cell, new_code_cell
-    params = code(f"# Parameters (papermill-compatible tag 'parameters')\nSWEEP_DIR = {str(sweep_dir)!r}\n"
-                  f"ALPHA = {alpha!r}\nN_BOOT = {n_boot!r}")
+    params = code("# Parameters (papermill-compatible tag 'parameters')\n"
+                  f"SWEEP_DIRS = {[str(d) for d in dirs]!r}\nANALYSIS_DIR = {str(root / layout.ANALYSIS)!r}\n"
+                  f"ALPHA = {alpha!r}")
     params.metadata["tags"] = ["parameters"]
     return [
-        md("# Head-removal sweep analysis\n\nGenerated by `headsweep analyze` (`analysis.analyze`). Re-run all "
-           "cells to refresh it as the sweep progresses; change `SWEEP_DIR` below to analyse another sweep."),
+        md("# Head-removal sweep analysis\n\nGenerated by `headsweep analyze` (`analysis.analyze`). This notebook "
+           f"*reads* what `analyze` computed ({', '.join(Path(x).name for x in (layout.STATS, layout.SUMMARY))}, "
+           f"{Path(layout.FIGURES).name}/, {Path(layout.REPORT).name}), so its numbers are the "
+           "report's. Re-run `headsweep analyze` to refresh them as the sweep progresses."),
         params,
-        md("## Load\n\nThe results table (one row per evaluated trial) is cleaned: failed trials, NaN metrics and "
-           "duplicates are dropped with a note. Predictions are read lazily, per trial, when a per-example test "
-           "needs them."),
+        md("## Load\n\nThe raw results (one row per evaluated trial), cleaned: failed trials, NaN metrics and "
+           "duplicates dropped with a note; the computed tables read back from the analysis folder."),
         code("from pathlib import Path\nimport pandas as pd\nimport analysis\nfrom analysis import figures\n"
-             "from IPython.display import Markdown, display\n\npd.set_option('display.max_rows', 200)\n"
-             "pd.set_option('display.width', 200)\nsweep = analysis.load(SWEEP_DIR)\n"
-             "fig = lambda stem: figures.figure_path(sweep.path, stem)\nprint(sweep.name, '-', len(sweep.results), 'trials')\n"
+             "from IPython.display import Markdown, display\n\npd.set_option('display.max_rows', 300)\n"
+             "pd.set_option('display.width', 220)\nsweep = analysis.load(SWEEP_DIRS)\nout = Path(ANALYSIS_DIR)\n"
+             f"stats = analysis.read_table(out / {Path(layout.STATS).name!r})\n"
+             f"summary = analysis.read_table(out / {Path(layout.SUMMARY).name!r})\n"
+             f"fig = lambda stem: out / {Path(layout.FIGURES).name!r} / f'{{stem}}.png'\n"
+             "print(sweep.name, '-', len(sweep.results), 'trials; primary metric:', sweep.metric)\n"
              "for note in sweep.notes:\n    print('NOTE:', note)\n"
              "sweep.results.groupby(['model', 'arch', 'strategy']).size().rename('trials').to_frame()"),
-        md("## Accuracy per condition\n\nMean accuracy over seeds for every (model, strategy, K, recovery) with a "
-           "95% Student-t interval: mean ± t(0.975, n-1) · sd / √n. With one seed there is no interval."),
-        code("summary = analysis.summarize(sweep.results)\nsummary"),
-        md("## Tests\n\n" + PRIMARY_TEXT + "\n\nHow to read the table: `difference` is b - a (`group_b` minus "
-           "`group_a`) in accuracy units; `ci_low`/`ci_high` its 95% interval; `effect_size` is Cohen's dz over "
-           "seeds (or the matched odds ratio n10/n01 for McNemar); `p_adjusted` is Holm within "
-           "(`family`, `test`); `family_size` is the m used. Warnings below say when the number of seeds "
-           "cannot reach significance at all."),
-        code("predictions = sweep if sweep.has_predictions else None\n"
-             "stats = analysis.compare(sweep.results, predictions, alpha=ALPHA, n_boot=N_BOOT)\n"
-             "for w in analysis.power_warnings(stats, ALPHA):\n    print('WARNING:', w)\n"
-             "cols = ['family', 'model', 'group_a', 'group_b', 'n', 'difference', 'ci_low', 'ci_high', "
-             "'effect_size', 'p', 'p_adjusted', 'significant', 'note']\nanalysis.primary(stats)[cols]"),
-        md("### (i) Every (strategy, K) against the unpruned baseline\n\nOne line per strategy, x = fraction of "
-           "heads removed, band = 95% t-interval over seeds; the dashed line and grey band are the unpruned "
-           "model. A star marks a Holm-adjusted paired t-test p < ALPHA against the baseline."),
-        code("figures.show(figures.accuracy_vs_k(summary, stats, fig('accuracy_vs_k'), ALPHA))"),
-        md("### (ii) Top vs bottom vs random at equal K\n\nPairwise at each K, difference = second minus first "
-           "(e.g. top - bottom < 0: removing the most important heads hurts more than removing the least "
-           "important ones, as the importance score predicts)."),
-        code("p = analysis.primary(stats)\np[p['family'] == 'top_bottom_random'][cols]"),
-        md("### (iii) Multi-head vs single-head\n\nThe multi-head baseline against the `single-head` strategy "
-           "(only the most important head per layer kept) and against the one-head architecture. Bars: mean with "
-           "95% t-interval; dots: seeds; text: Holm-adjusted paired t-test p."),
-        code("figures.show(figures.single_vs_multi(sweep.results, stats, fig('single_vs_multi'), ALPHA))\n"
-             "p[p['family'] == 'multi_vs_single'][cols]"),
-        md("### Per example (secondary)\n\nMcNemar per seed, then pooled over seeds (rows with `test` = "
-           "`mcnemar`), and the paired bootstrap over examples (`bootstrap`). n01 = reference right and "
-           "condition wrong, n10 the reverse."),
-        code("ex = stats[stats['level'] == 'examples']\nif predictions is None:\n"
-             "    print('no predictions in this sweep: per-example tests skipped')\nelse:\n"
-             "    display(ex[['family', 'model', 'group_a', 'group_b', 'test', 'n', 'difference', 'ci_low', "
-             "'ci_high', 'n01', 'n10', 'p', 'p_adjusted']])\n"
-             "    display(analysis.mcnemar_by_seed(sweep.results, predictions))"),
-        md("## Head importance\n\nMean per-layer-normalised importance (layer x head) over seeds; ▲/▼ mark heads in "
-           "the top/bottom decile of their model in every seed. Rank stability: Spearman and Kendall correlation "
-           "between every pair of seeds' head scores. Values near 1 mean the ranking, and so the top/bottom "
-           "strategies, hardly depend on the seed."),
-        code("if sweep.importance is None:\n    print('no importance scores in this sweep')\nelse:\n"
-             "    figures.show(figures.importance_heatmaps(sweep.importance, fig('importance_heatmaps')))\n"
-             "    figures.show(figures.rank_stability_plot(sweep.importance, fig('rank_stability')))\n"
-             "    display(analysis.stability_summary(analysis.rank_stability(sweep.importance)))\n"
-             "    c = analysis.consistent_heads(sweep.importance)\n"
-             "    display(c[c['always_top'] | c['always_bottom']])"),
-        md(f"## Report\n\nThe same sentences as `{Path(layout.REPORT).name}`, generated from the stats table."),
-        code("display(Markdown(analysis.build_report(sweep.name, sweep.results, stats, summary, sweep.importance, "
-             "sweep.notes, ALPHA)))"),
+        md("## The answer first: headline, sanity check and curve-level tests\n\nPer model the unpruned baseline "
+           "and top / bottom / random at the largest K (difference to the baseline, Holm p); top-K vs bottom-K at the "
+           "largest K (the "
+           "ranking must make the important heads matter more), then per model and pair of strategies the "
+           "difference between the two curves averaged over K, paired t-test over seeds, Holm over the family."),
+        code("cols = ['family', 'model', 'group_a', 'group_b', 'n', 'difference', 'ci_low', 'ci_high', 'sim_ci_low', "
+             "'sim_ci_high', 'effect_size', 'p', 'p_adjusted', 'significant', 'note']\n"
+             "display(analysis.headline(stats, summary))\ndisplay(analysis.sanity_check(stats, ALPHA))\n"
+             "prim = analysis.primary(stats)\n"
+             "prim[prim['family'] == 'curve'][cols]"),
+        md("### The gap against K\n\nTop minus bottom and top minus random at each K (0 at K = 0), with the "
+           "unadjusted 95% interval over seeds and each seed as a dot. Below 0: the heads ranked important matter "
+           "more."),
+        code("figures.show(fig('gap_vs_k') if fig('gap_vs_k').exists() else None)"),
+        md("## Per condition\n\nMean over seeds (random-K draws averaged within a seed first) with a 95% Student-t "
+           "interval on the logit scale mapped back, so it stays inside the metric's range; no interval with fewer "
+           "than 3 seeds."),
+        code("summary"),
+        md("## Every comparison\n\n`difference` is b - a (`group_b` minus `group_a`), signed; `ci_low`/`ci_high` its "
+           "*unadjusted* 95% interval (`ci_kind`), `sim_ci_low`/`sim_ci_high` the simultaneous one over the Holm "
+           "family; `p_adjusted` is Holm within (`family`, `test`). THE p-value is the row with `primary`."),
+        code("for w in analysis.power_warnings(stats, ALPHA):\n    print('WARNING:', w)\nprim[cols]"),
+        md("### Against the unpruned baseline, K on the x axis\n\nEvery curve starts at K = 0 from its own "
+           "baseline (the unpruned model fine-tuned for as long); filled markers: Holm p < ALPHA against it."),
+        code("figures.show(fig('metric_vs_k') if fig('metric_vs_k').exists() else None)"),
+        md("### Multi-head vs single-head\n\nThe `single-head` strategy (the most important head of every layer "
+           "kept) and the one-head architecture against the multi-head model; Holm p in the tick labels. Then "
+           "`layer-single-head`: one layer at a time reduced to its most important head, against the baseline."),
+        code("figures.show(fig('single_vs_multi') if fig('single_vs_multi').exists() else None)\n"
+             "figures.show(fig('layer_single_head') if fig('layer_single_head').exists() else None)\n"
+             "prim[prim['family'].isin(['multi_vs_single', 'layer_single_head'])][cols]"),
+        md("### Per example (secondary)\n\nA paired t-test over examples, each example's correctness averaged over "
+           "seeds (and draws) first, so an example is one unit. Only for correctness-based metrics."),
+        code("ex = stats[stats['level'] == 'examples']\nprint('no per-example tests in this sweep') if ex.empty else "
+             "display(ex[cols])"),
+        md("### Efficiency\n\nThe metric against the measured speed-up of the physically pruned model, when the "
+           "sweep measured it."),
+        code("figures.show(fig('speedup') if fig('speedup').exists() else None)"),
+        md("## Head importance\n\nOnly for models whose seeds share pretrained weights (otherwise head h of one seed "
+           "is not head h of another)."),
+        code("corr = analysis.seed_correspondence(sweep.results)\nfor m, (ok, why) in corr.items():\n"
+             "    print(m, '-', 'heads correspond across seeds' if ok else 'skipped', '-', why)\n"
+             "if sweep.importance is None:\n    print('no importance scores in this sweep')\nelse:\n"
+             "    figures.show(fig('importance_heatmaps') if fig('importance_heatmaps').exists() else None)\n"
+             "    figures.show(fig('rank_stability') if fig('rank_stability').exists() else None)\n"
+             "    shared = analysis.shared_only(sweep.importance, corr)\n"
+             "    if shared is not None:\n        display(analysis.stability_summary(analysis.rank_stability(shared)))\n"
+             "        display(analysis.task_agreement(shared))\n"
+             "    display(analysis.method_agreement(sweep.importance))"),
+        md(f"## Report\n\n`{Path(layout.REPORT).name}` as written by `analyze`."),
+        code(f"display(Markdown((out / {Path(layout.REPORT).name!r}).read_text()))"),
     ]
 
 
-def build_notebook(sweep_dir, *, alpha: float = 0.05, n_boot: int = 2000) -> nbformat.NotebookNode:
-    nb = new_notebook(cells=_cells(Path(sweep_dir).resolve(), alpha, n_boot))
+def build_notebook(sweep_dirs, *, alpha: float = 0.05, root=None, n_boot: int | None = None) -> nbformat.NotebookNode:
+    dirs = [Path(sweep_dirs).resolve()] if isinstance(sweep_dirs, (str, Path)) else [Path(d).resolve()
+                                                                                     for d in sweep_dirs]
+    nb = new_notebook(cells=_cells(dirs, Path(root).resolve() if root else dirs[0], alpha))
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
     nb.metadata["language_info"] = {"name": "python"}
     return nb
@@ -114,22 +151,21 @@ def build_notebook(sweep_dir, *, alpha: float = 0.05, n_boot: int = 2000) -> nbf
 def execute_notebook(nb: nbformat.NotebookNode, cwd, *, timeout: int = 600, save_to=None) -> nbformat.NotebookNode:
     """Execute in a kernel running sys.executable, with cwd as working directory.
 
-    On a failing cell the partly executed notebook is still written to save_to
-    (so the error is visible there) and RuntimeError is raised."""
+    On a failing cell the partly executed notebook is still written to save_to (so the error is
+    visible there) and RuntimeError is raised."""
     from ipykernel.kernelspec import write_kernel_spec
     from jupyter_client.kernelspec import KernelSpecManager
     from jupyter_client.manager import AsyncKernelManager
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError
 
-    # The kernel must import this very package even when it is not installed
-    # (a source checkout): put its parent directory first on PYTHONPATH.
+    # The kernel must import this very package even when it is not installed (a source
+    # checkout): put its parent directory first on PYTHONPATH.
     pkg_parent = str(Path(__file__).resolve().parent.parent)
     env = dict(os.environ, MPLBACKEND="Agg", PYDEVD_DISABLE_FILE_VALIDATION="1")
     env["PYTHONPATH"] = os.pathsep.join(p for p in (pkg_parent, env.get("PYTHONPATH", "")) if p)
     with tempfile.TemporaryDirectory(prefix="headsweep-kernel-") as kdir:
-        # ipykernel writes argv = [sys.executable, "-m", "ipykernel_launcher", ...]
-        write_kernel_spec(os.path.join(kdir, "python3"))
+        write_kernel_spec(os.path.join(kdir, "python3"))   # argv = [sys.executable, "-m", "ipykernel_launcher", ...]
         kw = {}
         if "transport_encryption" in AsyncKernelManager.class_trait_names():
             import zmq
@@ -140,8 +176,7 @@ def execute_notebook(nb: nbformat.NotebookNode, cwd, *, timeout: int = 600, save
         client = NotebookClient(nb, km=km, timeout=timeout, kernel_name="python3",
                                 resources={"metadata": {"path": str(cwd)}})
         try:
-            # cleanup_kc: we made the kernel manager, so nbclient would otherwise leave the kernel running
-            client.execute(env=env, cleanup_kc=True)
+            client.execute(env=env, cleanup_kc=True)   # we made the kernel manager: shut the kernel down
         except CellExecutionError as err:
             if save_to is not None:
                 _write_nb(save_to, nb)
@@ -153,46 +188,41 @@ def _write_nb(path, nb) -> Path:
     return atomic.atomic_write(Path(path), lambda tmp: nbformat.write(nb, tmp))
 
 
-def analyze(sweep_dir, *, execute: bool = True, timeout: int = 600, alpha: float = 0.05,
-            n_boot: int = 2000) -> dict[str, Path]:
-    """Everything for one sweep directory; returns paths keyed notebook, report, stats, figures (+ summary).
+def analyze(sweep_dirs, *, execute: bool = True, timeout: int = 600, alpha: float = 0.05, n_boot: int | None = None,
+            out=None) -> dict[str, Path]:
+    """Everything for one sweep directory, or several combined (analysis.combine); returns paths
+    keyed notebook, report, stats, figures, summary.
 
-    Tables and the report are computed in this process. The figures are drawn
-    by the executed notebook (same functions, same files: drawing them twice
-    would double the cost); without execution, or if execution fails, this
-    process draws them, so they exist either way. Execution errors are raised
-    after everything else is written."""
+    Output goes to ``<out>/analysis/`` (default: the first sweep directory). Every input is
+    read and checked before anything is written: bad input raises trials.errors.UserError and
+    leaves no file behind. Notebook execution errors are raised after everything else is written.
+    (n_boot is accepted for compatibility; no test resamples.)"""
     from . import figures
 
-    sweep = load(sweep_dir)
-    root = sweep.path
+    sweep = load(sweep_dirs)
+    root = Path(out).expanduser().resolve() if out is not None else sweep.path
+    tables = compute(sweep, alpha=alpha)
+    # --- nothing is written above this line ---
     fig_dir = root / layout.FIGURES
     fig_dir.mkdir(parents=True, exist_ok=True)
     for stem in figures.FIGURES:  # no stale figure from an earlier, fuller run
         for fmt in layout.FIGURE_FORMATS:
             (root / layout.figure_file(stem, fmt)).unlink(missing_ok=True)
-    predictions = sweep if sweep.has_predictions else None
-    summary = summarize(sweep.results)
-    stats = compare(sweep.results, predictions, alpha=alpha, n_boot=n_boot)
+    results, summary, stats = sweep.results, tables["summary"], tables["stats"]
+    figs = figures.make_figures(results, sweep.importance, summary, stats, fig_dir, alpha, tables["corr"]) \
+        if len(results) else {}
     paths = {"stats": write_csv(root / layout.STATS, stats), "summary": write_csv(root / layout.SUMMARY, summary),
              "figures": fig_dir}
-    if predictions is not None:
-        write_csv(root / layout.MCNEMAR_BY_SEED, mcnemar_by_seed(sweep.results, predictions))
-    nb_path = root / layout.NOTEBOOK
-    nb = build_notebook(sweep.path, alpha=alpha, n_boot=n_boot)
-    error = None
-    if execute:
-        try:
-            nb = execute_notebook(nb, root / layout.ANALYSIS, timeout=timeout, save_to=nb_path)
-        except RuntimeError as err:
-            error = err
-    if not execute or error is not None:
-        figures.make_figures(sweep.results, sweep.importance, summary, stats, fig_dir, alpha)
-    figs = {stem: figures.figure_path(root, stem) for stem in figures.FIGURES
-            if figures.figure_path(root, stem).exists()}
-    report = build_report(sweep.name, sweep.results, stats, summary, sweep.importance, sweep.notes, alpha, figs)
+    if tables["mcnemar"] is not None:
+        write_csv(root / layout.MCNEMAR_BY_SEED, tables["mcnemar"])
+    else:
+        (root / layout.MCNEMAR_BY_SEED).unlink(missing_ok=True)
+    report = build_report(sweep.name, results, stats, summary, sweep.importance, sweep.notes, alpha, figs,
+                          corr=tables["corr"], sweeps=[str(p) for p in sweep.paths])
     paths["report"] = write_text(root / layout.REPORT, report)
-    if error is not None:
-        raise error  # the failed notebook was saved by execute_notebook
+    nb_path = root / layout.NOTEBOOK
+    nb = build_notebook(sweep.paths, alpha=alpha, root=root)
+    if execute:
+        nb = execute_notebook(nb, root / layout.ANALYSIS, timeout=timeout, save_to=nb_path)
     paths["notebook"] = _write_nb(nb_path, nb)
     return {k: paths[k] for k in ("notebook", "report", "stats", "figures", "summary")}

@@ -1,28 +1,41 @@
 """report.md: the findings in sentences with numbers, generated from the stats table.
 
-Every number in a finding comes from one row of stats.csv (formatted by the
-helpers below), and each finding ends with an HTML comment naming its
-comparison_id, so the report can be checked against the table mechanically.
+Every number in a finding comes from one row of stats.csv (or summary.csv), formatted by the
+helpers below, and each finding ends with an HTML comment naming its comparison_id, so the
+report can be checked against the table mechanically (tests/analysis/test_analysis_outputs.py).
+Differences are condition minus reference, signed, in points (the metric x 100); the one word of
+direction in a finding ("lower" / "higher") follows the sign of the primary difference.
 """
 
 from __future__ import annotations
 
 import math
-
 from pathlib import Path
 
 import pandas as pd
 
 from trials import layout
+from trials.schema import CORRECTNESS_METRICS
 
 from .compare import power_warnings, primary
-from .importance import consistent_heads, rank_stability, stability_summary
+from .curves import sanity_check
 
 FAMILY_TITLES = {
     "vs_baseline": "Against the unpruned baseline",
     "top_bottom_random": "Top vs bottom vs random at equal K",
     "multi_vs_single": "Multi-head vs single-head",
 }
+ARCH_INIT = {
+    "pretrained": "init pretrained: the heads of each layer merged into one full-width head from the same "
+                  "pretrained weights, then fine-tuned. It measures how well fine-tuning recovers from the merged "
+                  "architecture, not whether one head is as good as many when trained from scratch.",
+    "random": "init random: the attention of a one-head layout re-initialised, everything else pretrained, then "
+              "fine-tuned. It measures how well re-learned attention recovers, not an architectural comparison.",
+    "scratch": "init scratch: a multi-head and a one-head model of the same size, both trained from scratch on the "
+               "task. This is the clean architectural comparison (multi-head vs one head at equal size).",
+}
+SINGLE_HEAD_TEXT = ("`single-head` keeps only the most important head of *every* layer at once; `layer-single-head` "
+                    "(Michel et al. Table 2) does so to *one* layer at a time and leaves the others intact.")
 
 
 def fmt_p(p: float) -> str:
@@ -37,78 +50,141 @@ def p_is(p: float) -> str:
     return f"p {text}" if text.startswith("<") else f"p = {text}"
 
 
-def fmt_pts(x: float) -> str:
-    """An accuracy difference in percentage points, one decimal."""
-    return "n/a" if x is None or math.isnan(x) else f"{100 * x:.1f}"
+def fmt_pts(x: float, signed: bool = False) -> str:
+    """A metric value or difference in points (x 100), one decimal; signed differences get + / -."""
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "n/a"
+    return f"{100 * x:+.1f}" if signed else f"{100 * x:.1f}"
 
 
-def magnitude_ci(diff: float, lo: float, hi: float) -> tuple[float, float]:
-    """CI of |difference|: a drop of 23 points with CI (-25.8, -20.4) reads 20.4 to 25.8."""
-    return (-hi, -lo) if diff < 0 else (lo, hi)
+def ci_text(lo: float, hi: float) -> str:
+    return f"{fmt_pts(lo)} to {fmt_pts(hi)}"
 
 
-def _what(r) -> str:
-    """What condition b does, in words."""
+def direction(d: float) -> str:
+    return "lower" if d < 0 else "higher" if d > 0 else "unchanged"
+
+
+def _methods_text(r, several: bool) -> str:
+    return f", ranked by {r['importance_method']}" if several and r["importance_method"] else ""
+
+
+def _what(r, several_methods: bool = False) -> str:
+    """What condition b does, in words. K is always the total number of heads removed."""
     s, k, pct = r["strategy_b"], int(r["k"]), f"{100 * r['k_fraction']:.0f}%"
+    each = " of each layer" if r["per_layer"] else ""
+    total = f"K = {k} in all" if r["per_layer"] else f"K = {k}"
     if r["arch_b"] == "single-head":
-        text = f"the one-head architecture ({r['variant_b']})"
+        text = f"the one-head architecture ({r['variant_b']}, init {r['arch_init_b'] or 'pretrained'})"
     elif s == "top":
-        text = (f"removing the {k} most important heads in each layer" if r["per_layer"]
-                else f"removing the {pct} most important heads (K = {k})")
+        text = f"removing the {pct} most important heads{each} ({total})"
     elif s == "bottom":
-        text = (f"removing the {k} least important heads in each layer" if r["per_layer"]
-                else f"removing the {pct} least important heads (K = {k})")
+        text = f"removing the {pct} least important heads{each} ({total})"
     elif s == "random":
-        text = (f"removing {k} random heads in each layer" if r["per_layer"]
-                else f"removing {pct} of the heads at random (K = {k})")
+        text = f"removing {pct} of the heads{each} at random ({total})"
+    elif s == "iterative":
+        text = f"iterative pruning (remove the least important, re-score, repeat) to {pct} of the heads ({total})"
     elif s == "single-head":
-        text = f"keeping only the most important head in each layer (K = {k} removed)"
+        text = f"keeping only the most important head of every layer (K = {k} removed)"
+    elif s == "layer-single-head":
+        text = f"keeping only the most important head of layer {int(r['layer'])}, the rest intact (K = {k} removed)"
     else:
         text = r["group_b"]
+    text += _methods_text(r, several_methods)
     if r["recovery_epochs"] and r["arch_b"] != "single-head":
         text += f" with {r['recovery_epochs']:g} epoch(s) of recovery fine-tuning"
     return text
 
 
-def _evidence(r, ex: pd.DataFrame, alpha: float) -> str:
-    """'(95% CI ...; dz ...; Holm p ...)' plus the per-example results, if any."""
-    d = r["difference"]
-    lo, hi = magnitude_ci(d, r["ci_low"], r["ci_high"])
+def _seed_evidence(r, alpha: float) -> str:
     n = int(r["n"])
+    parts = []
+    if math.isnan(r["ci_low"]):
+        parts.append("no interval: fewer than 3 seeds" if n < 3 else "no interval")
+    else:
+        parts.append(f"unadjusted 95% CI {ci_text(r['ci_low'], r['ci_high'])}")
+        if not math.isnan(r["sim_ci_low"]):
+            parts.append(f"simultaneous 95% CI over the {int(r['family_size'])} comparison(s) of its family "
+                         f"{ci_text(r['sim_ci_low'], r['sim_ci_high'])}")
     if math.isnan(r["p"]):
-        test = f"not testable across seeds with {n} seed(s)"
+        parts.append(f"not testable across seeds with {n} seed(s)")
     else:
         verdict = "significant" if r["p_adjusted"] < alpha else "not significant"
-        test = f"paired t-test over {n} seeds, Holm {p_is(r['p_adjusted'])}, {verdict} at {alpha:g}"
-    dz = "n/a" if math.isnan(r["effect_size"]) else f"{r['effect_size']:.2f}"
-    text = f"(95% CI {fmt_pts(lo)} to {fmt_pts(hi)}; Cohen's dz = {dz}; {test})"
-    mc = ex[ex["test"] == "mcnemar"]
-    bs = ex[ex["test"] == "bootstrap"]
-    if len(mc) and len(bs):
-        m, b = mc.iloc[0], bs.iloc[0]
-        text += (f". Per example ({int(m['n_examples'])} examples x {int(m['n_seeds'])} seed(s)): McNemar pooled "
-                 f"over seeds Holm {p_is(m['p_adjusted'])}; bootstrap difference {fmt_pts(b['difference'])} "
-                 f"points (95% CI {fmt_pts(b['ci_low'])} to {fmt_pts(b['ci_high'])})")
-    return text
-
-
-def finding(r, ex: pd.DataFrame, alpha: float = 0.05) -> str:
-    """One bullet for one comparison; r is its primary stats row, ex its per-example rows."""
-    d = r["difference"]
-    verb = "lowers" if d < 0 else "raises" if d > 0 else "changes"
-    model = r["model"]
-    if r["family"] == "vs_baseline" or r["arch_b"] == "single-head" or r["strategy_b"] == "single-head":
-        subject = _what(r)
-        if r["family"] == "multi_vs_single":
-            sentence = f"{model}: {subject} {verb} accuracy relative to the multi-head model by {fmt_pts(abs(d))} points"
-        else:
-            sentence = f"{model}: {subject} {verb} accuracy by {fmt_pts(abs(d))} points"
+        parts.append(f"paired t-test over {n} seeds, Holm {p_is(r['p_adjusted'])}, {verdict} at {alpha:g}")
+    if math.isnan(r["effect_size"]):
+        parts.append("no effect size" + (" with fewer than 3 seeds" if n < 3 else ""))
     else:
-        k = f"K = {int(r['k'])}" + (" per layer" if r["per_layer"] else f" ({100 * r['k_fraction']:.0f}% of heads)")
+        parts.append(f"Cohen's dz = {r['effect_size']:.2f}")
+    return "; ".join(parts)
+
+
+def _example_evidence(ex: pd.DataFrame) -> str:
+    e = ex[ex["test"] == "example_t"]
+    if e.empty:
+        return ""
+    e = e.iloc[0]
+    ci = (f"unadjusted 95% CI {ci_text(e['ci_low'], e['ci_high'])}; " if not math.isnan(e["ci_low"]) else "")
+    return (f" Per example ({int(e['n_examples'])} examples, correctness averaged over {int(e['n_seeds'])} seed(s)): "
+            f"{fmt_pts(e['difference'], True)} points ({ci}paired t-test over examples, Holm {p_is(e['p_adjusted'])}).")
+
+
+def finding(r, ex: pd.DataFrame, alpha: float = 0.05, several_methods: bool = False) -> str:
+    """One bullet for one comparison; r is its primary stats row, ex its per-example rows."""
+    d, metric = r["difference"], r["metric"]
+    who = f"{r['task']}: {r['model']}" if r.get("_show_task") else r["model"]
+    if r["family"] == "top_bottom_random":
+        k = f"K = {int(r['k'])}" + (" in all, per layer" if r["per_layer"] else f" ({100 * r['k_fraction']:.0f}% "
+                                                                                  "of heads)")
         rec = f", {r['recovery_epochs']:g} recovery epoch(s)" if r["recovery_epochs"] else ""
-        sentence = (f"{model}, {k}{rec}: removing {r['strategy_b']} heads instead of {r['strategy_a']} heads "
-                    f"{verb} accuracy by {fmt_pts(abs(d))} points")
-    return f"- {sentence} {_evidence(r, ex, alpha)}. <!-- id: {r['comparison_id']} -->"
+        subject = (f"{who}, {k}{rec}{_methods_text(r, several_methods)}: removing {r['strategy_b']} heads instead of "
+                   f"{r['strategy_a']} heads")
+    elif r["family"] == "multi_vs_single":
+        subject = f"{who}: {_what(r, several_methods)} vs the multi-head model ({r['group_a']})"
+    else:
+        subject = f"{who}: {_what(r, several_methods)} vs the unpruned model"
+    return (f"- {subject}: {metric} {fmt_pts(d, True)} points, {direction(d)} ({_seed_evidence(r, alpha)})."
+            f"{_example_evidence(ex)} <!-- id: {r['comparison_id']} -->")
+
+
+def curve_finding(r, alpha: float = 0.05) -> str:
+    d = r["difference"]
+    who = f"{r['task']}: {r['model']}" if r.get("_show_task") else r["model"]
+    extra = (" per layer" if r["per_layer"] else "") + (f", {r['recovery_epochs']:g} recovery epoch(s)"
+                                                        if r["recovery_epochs"] else "")
+    meth = f" [{r['importance_method']}]" if r.get("_several_methods") and r["importance_method"] else ""
+    return (f"- {who}{meth}{extra}: the {r['strategy_b']} curve minus the {r['strategy_a']} curve, averaged over K "
+            f"from 0 to {100 * r['k_fraction']:.0f}% of the heads: {fmt_pts(d, True)} points, {direction(d)} "
+            f"({_seed_evidence(r, alpha)}). <!-- id: {r['comparison_id']} -->")
+
+
+def sanity_lines(stats: pd.DataFrame, alpha: float) -> list[str]:
+    """Top vs bottom at the largest K, in plain words; failures first."""
+    sc = sanity_check(stats, alpha)
+    if sc.empty:
+        return ["**Sanity check.** Not possible: this sweep has no top-K and bottom-K trials at a shared K."]
+    order = {"inverted": 0, "tie": 1, "weak": 2, "ok": 3}
+    sc = sc.assign(_o=sc["verdict"].map(order)).sort_values("_o")
+    out = []
+    for r in sc.itertuples(index=False):
+        several = stats["importance_method"].replace("", pd.NA).nunique() > 1
+        who = (f"{r.task}: " if sc["task"].nunique() > 1 else "") + r.model + \
+            (f" [{r.importance_method}]" if several else "") + (" per layer" if r.per_layer else "") + \
+            (f" with {r.recovery_epochs:g} recovery epoch(s)" if r.recovery_epochs else "")
+        nums = (f"at K = {int(r.k)} ({100 * r.k_fraction:.0f}% of the heads) removing the most important heads leaves "
+                f"{fmt_pts(r.mean_top)}, removing the least important leaves {fmt_pts(r.mean_bottom)} "
+                f"(top - bottom = {fmt_pts(r.difference, True)} points over {int(r.n_seeds)} seed(s), Holm "
+                f"{p_is(r.p_adjusted)})")
+        if r.verdict == "inverted":
+            out.append(f"- **Sanity check FAILED for {who}: the importance ranking is inverted.** {nums[0].upper()}"
+                       f"{nums[1:]}: the heads ranked least important matter more than those ranked most important.")
+        elif r.verdict == "tie":
+            out.append(f"- **Sanity check FAILED for {who}: the ranking is uninformative.** {nums[0].upper()}{nums[1:]}.")
+        elif r.verdict == "weak":
+            out.append(f"- Sanity check for {who}: top-K hurts more than bottom-K, but not significantly: "
+                       f"{nums}. The ranking may be uninformative.")
+        else:
+            out.append(f"- Sanity check passed for {who}: top-K hurts more than bottom-K, {nums}.")
+    return out
 
 
 def _table(df: pd.DataFrame) -> str:
@@ -119,66 +195,61 @@ def _table(df: pd.DataFrame) -> str:
 
 
 def build_report(name: str, results: pd.DataFrame, stats: pd.DataFrame, summary: pd.DataFrame,
-                 importance: pd.DataFrame | None = None, notes=(), alpha: float = 0.05, figures=None) -> str:
+                 importance: pd.DataFrame | None = None, notes=(), alpha: float = 0.05, figures=None,
+                 corr: dict | None = None, sweeps=None) -> str:
     """The whole report as Markdown text."""
+    from . import report_sections as rs
+    from .conditions import several_methods, several_tasks, sweep_metric
+
     out = [f"# Head-removal sweep `{name}`", ""]
+    if sweeps and len(sweeps) > 1:
+        out += [f"Combined analysis of {len(sweeps)} sweeps: " + ", ".join(f"`{s}`" for s in sweeps) + ".", ""]
     if results.empty:
         return "\n".join(out + ["No finished trials yet: nothing to analyse.", ""] + [f"- {n}" for n in notes] + [""])
+    metric = sweep_metric(results)
+    methods, tasks = several_methods(results), several_tasks(results)
+    stats = stats.assign(_show_task=tasks, _several_methods=methods) if len(stats) else stats
+    prim = primary(stats) if len(stats) else stats
+    out += sanity_lines(stats, alpha) + [""]
+    curve = prim[prim["family"] == "curve"] if len(prim) else prim
+    if len(curve):
+        out += [f"**Curve-level tests** (family `curve`, {int(curve['family_size'].max())} comparison(s), Holm): does "
+                "removing heads by one strategy hurt more than by another over the whole K range? Per seed, the "
+                "difference between the two curves is averaged over K (K = 0 included, where both are the unpruned "
+                "model); the paired t-test over seeds asks whether that average is 0.", ""]
+        out += [curve_finding(r, alpha) for _, r in curve.iterrows()] + [""]
+    else:
+        out += ["**Curve-level tests.** None: this sweep has no pair of strategies measured at a shared K.", ""]
+    out += rs.headline_lines(stats, summary, alpha)
     seeds = sorted(results["seed"].unique())
-    out += [f"{len(results)} evaluated trials; models: {', '.join(sorted(results['model'].unique()))}; "
-            f"strategies: {', '.join(sorted(results['strategy'].unique()))}; "
-            f"{len(seeds)} seed(s) ({', '.join(map(str, seeds))}).", "",
-            "**How to read this.** Differences are accuracy in percentage points, condition minus reference, "
-            "paired by seed. THE p-value of each comparison is a paired t-test over seeds, Holm-corrected within "
-            "its family (the three sections below); Cohen's dz is the mean paired difference over its standard "
-            "deviation. The per-example results (McNemar pooled over seeds, paired bootstrap over examples) are a "
-            "secondary family: they ask whether these particular fine-tuned models differ on this evaluation set, "
-            "not whether the training procedure does, so they are much more sensitive and say less. "
-            f"All numbers are in {Path(layout.STATS).name}.", ""]
-    warn = list(notes) + power_warnings(stats, alpha)
+    out += [f"{len(results)} evaluated trials; " + (f"tasks: {', '.join(sorted(results['task'].unique()))}; "
+                                                    if tasks else "")
+            + f"models: {', '.join(sorted(results['model'].unique()))}; strategies: "
+            f"{', '.join(sorted(results['strategy'].unique()))}; {len(seeds)} seed(s) ({', '.join(map(str, seeds))}). "
+            f"Primary metric: **{metric}**.", "",
+            rs.how_to_read(metric), ""]
+    warn = list(notes) + power_warnings(stats, alpha) + rs.metric_notes(metric, stats)
     if warn:
         out += ["## Notes and warnings", ""] + [f"- {w}" for w in warn] + [""]
-    prim = primary(stats) if len(stats) else stats
     for family, title in FAMILY_TITLES.items():
         rows = prim[prim["family"] == family] if len(prim) else prim
         out += [f"## {title}", ""]
+        if family == "multi_vs_single":
+            out += [SINGLE_HEAD_TEXT, ""] + rs.arch_init_lines(results, ARCH_INIT)
         if rows.empty:
             out += ["No comparisons of this kind in this sweep.", ""]
             continue
         for _, r in rows.iterrows():
             ex = stats[(stats["comparison_id"] == r["comparison_id"]) & (stats["level"] == "examples")]
-            out.append(finding(r, ex, alpha))
+            out.append(finding(r, ex, alpha, methods))
         out.append("")
-    out += importance_section(importance)
-    if len(summary):
-        t = summary.assign(k_fraction=summary["k_fraction"].map(lambda x: f"{x:.2f}"),
-                           mean=summary["mean"].map(lambda x: f"{100 * x:.1f}"),
-                           ci=[f"{fmt_pts(lo)} to {fmt_pts(hi)}" for lo, hi in zip(summary["ci_low"], summary["ci_high"])])
-        t = t[["model", "variant", "strategy", "k", "k_fraction", "per_layer", "recovery_epochs", "n", "mean", "ci"]]
-        out += ["## Accuracy per condition (%, mean over seeds, 95% t-interval)", "", _table(t), ""]
+    out += rs.layer_section(prim, alpha)
+    out += rs.draws_section(summary)
+    out += rs.methods_section(prim, importance, alpha)
+    out += rs.importance_section(results, importance, corr)
+    out += rs.extra_section(summary)
+    out += rs.efficiency_section(results, metric)
+    out += rs.summary_section(summary, metric)
     if figures:
-        out += ["## Figures", ""] + [f"![{k}](figures/{p.name})" for k, p in figures.items()] + [""]
+        out += ["## Figures", ""] + [f"![{k}]({Path(layout.FIGURES).name}/{p.name})" for k, p in figures.items()] + [""]
     return "\n".join(out)
-
-
-def importance_section(importance: pd.DataFrame | None) -> list[str]:
-    out = ["## Head importance", ""]
-    if importance is None or importance.empty:
-        return out + ["No importance scores in this sweep.", ""]
-    summ = stability_summary(rank_stability(importance))
-    cons = consistent_heads(importance)
-    for model in sorted(importance["model"].unique()):
-        s = summ[summ["model"] == model]
-        if len(s):
-            s = s.iloc[0]
-            out.append(f"- {model}: seeds agree on the head ranking with mean Spearman {s['spearman_mean']:.2f} "
-                       f"(range {s['spearman_min']:.2f} to {s['spearman_max']:.2f} over {int(s['n_pairs'])} seed "
-                       f"pairs; mean Kendall {s['kendall_mean']:.2f}).")
-        else:
-            out.append(f"- {model}: one seed only, rank stability not measurable.")
-        c = cons[cons["model"] == model]
-        top = ", ".join(f"L{r.layer}H{r.head}" for r in c[c["always_top"]].itertuples()) or "none"
-        bot = ", ".join(f"L{r.layer}H{r.head}" for r in c[c["always_bottom"]].itertuples()) or "none"
-        n = int(c["n_seeds"].max()) if len(c) else 0
-        out.append(f"  In the top decile in all {n} seed(s): {top}; in the bottom decile in all: {bot}.")
-    return out + [""]

@@ -5,12 +5,15 @@
     analysis.analyze("/tmp/fake-sweep")
 
 The generative model is small but has the structure real sweeps have:
-  accuracy = base + seed effect (shared by all trials of a model and seed, which
-             is why pairing by seed helps) + planted strategy effect + trial noise
-  per example: correct_i = U_i < accuracy, with U_i = Phi(rho z_i + sqrt(1-rho^2) e_i);
-             z_i is a per-example difficulty shared by all trials of a model, so
-             trials agree on easy/hard examples like real models do, and
-             P(correct) is exactly the trial's accuracy.
+  metric = base + seed effect (shared by all trials of a model and seed, which is why pairing by
+           seed helps) + planted strategy effect (x the criterion's quality) + trial noise
+  per example: correct_i = U_i < accuracy, with U_i = Phi(rho z_i + sqrt(1-rho^2) e_i); z_i is a
+           per-example difficulty shared by all trials of a model, so trials agree on easy and
+           hard examples like real models do, and P(correct) is exactly the trial's accuracy.
+Rows are built with trials.schema.result_row, with every column a real trial writes that the
+analysis reads: metric, importance_method, draw (random_draws), layer (layer-single-head), step
+and spec_key (iterative), arch_init, config (so head correspondence can be read), extra_evals,
+attn_params_kept / params_pruned / speedup.
 """
 
 from __future__ import annotations
@@ -29,15 +32,16 @@ from trials.schema import CLASSIC_STRATEGIES, IMPORTANCE_COLUMNS, result_row
 from .load import write_csv, write_text
 
 DEFAULT_MODELS = {"gpt2": (4, 4), "distilbert": (3, 4)}  # label -> (layers, heads per layer)
+HUB_NAMES = {"gpt2": "gpt2", "distilbert": "distilbert-base-uncased"}
 
 
 def default_effect(model: str, strategy: str, k_fraction: float, recovery_epochs: float, arch: str) -> float:
-    """Planted accuracy change: top hurts a lot, bottom barely, random in between;
-    recovery fine-tuning shrinks the damage."""
+    """Planted metric change: top hurts a lot, bottom barely, random in between; recovery
+    fine-tuning shrinks the damage."""
     if arch == "single-head":
         return -0.10
-    drop = {"none": 0.0, "top": -0.6 * k_fraction, "bottom": -0.02 * k_fraction,
-            "random": -0.25 * k_fraction, "single-head": -0.15}[strategy]
+    drop = {"none": 0.0, "top": -0.6 * k_fraction, "bottom": -0.02 * k_fraction, "random": -0.25 * k_fraction,
+            "iterative": -0.015 * k_fraction, "single-head": -0.15, "layer-single-head": -0.03}.get(strategy, 0.0)
     return drop / (1.0 + recovery_epochs)
 
 
@@ -53,100 +57,166 @@ class SyntheticSweep:
     predictions: dict = field(default_factory=dict)  # trial_key -> DataFrame
 
 
-def _importance(rng, model: str, n_layers: int, n_heads: int, seeds) -> pd.DataFrame:
+def _importance(rng, model: str, n_layers: int, n_heads: int, seeds, methods) -> pd.DataFrame:
     mu = rng.gamma(2.0, 1.0, size=(n_layers, n_heads))
-    mu[0, 0] = 30.0  # planted: always among the most important heads (even per-layer normalised)
+    mu[0, 0] = 30.0    # planted: always among the most important heads (even per-layer normalised)
     mu[-1, -1] = 0.02  # planted: always among the least important
     rows = []
     for s in seeds:
-        raw = mu * np.exp(rng.normal(0, 0.25, size=mu.shape))
-        norm = raw / np.linalg.norm(raw, axis=1, keepdims=True)
-        for layer in range(n_layers):
-            for head in range(n_heads):
-                rows.append({"model": model, "seed": int(s), "method": "gradient", "layer": layer, "head": head,
-                             "score": float(norm[layer, head]), "score_raw": float(raw[layer, head])})
-    return pd.DataFrame(rows)
+        base = mu * np.exp(rng.normal(0, 0.25, size=mu.shape))
+        for i, method in enumerate(methods):
+            raw = base if i == 0 else base * np.exp(rng.normal(0, 0.35, size=mu.shape))   # criteria correlate
+            norm = raw / np.linalg.norm(raw, axis=1, keepdims=True)
+            for layer in range(n_layers):
+                for head in range(n_heads):
+                    rows.append({"model": model, "seed": int(s), "method": method, "layer": layer, "head": head,
+                                 "score": float(norm[layer, head]), "score_raw": float(raw[layer, head])})
+    return pd.DataFrame(rows, columns=IMPORTANCE_COLUMNS)
 
 
-def _removed(rng, strategy: str, k: int, scores: np.ndarray) -> list:
+def _removed(rng, strategy: str, k: int, scores: np.ndarray, layer: int = -1) -> list:
     n_layers, n_heads = scores.shape
     order = np.argsort(-scores, axis=None, kind="stable")  # most important first
     pairs = [divmod(int(i), n_heads) for i in order]
     if strategy == "top":
         out = pairs[:k]
-    elif strategy == "bottom":
+    elif strategy in ("bottom", "iterative"):
         out = pairs[len(pairs) - k:]
     elif strategy == "random":
         out = [pairs[i] for i in rng.choice(len(pairs), size=k, replace=False)]
     elif strategy == "single-head":
         keep = scores.argmax(axis=1)
         out = [(l, h) for l in range(n_layers) for h in range(n_heads) if h != keep[l]]
+    elif strategy == "layer-single-head":
+        keep = int(scores[layer].argmax())
+        out = [(layer, h) for h in range(n_heads) if h != keep]
     else:
         out = []
     return sorted([int(l), int(h)] for l, h in out)
+
+
+def _grid(strategies, k_fractions, recovery_epochs, total, n_layers, n_heads, methods, draws, single_head_arch,
+          baseline_per_recovery):
+    """(strategy, k, recovery, arch, method, draw, layer) for one model and seed."""
+    out = []
+    for strat in strategies:
+        if strat == "none":
+            recs = recovery_epochs if baseline_per_recovery else (0.0,)
+            out += [(strat, 0, float(r), "multi-head", "", -1, -1) for r in recs]
+        elif strat == "single-head":
+            out += [(strat, total - n_layers, float(r), "multi-head", m, -1, -1) for r in recovery_epochs for m in methods]
+        elif strat == "layer-single-head":
+            out += [(strat, n_heads - 1, float(r), "multi-head", m, -1, layer) for r in recovery_epochs
+                    for m in methods for layer in range(n_layers)]
+        elif strat == "random":
+            out += [(strat, int(round(f * total)), float(r), "multi-head", "", d, -1) for f in k_fractions
+                    for r in recovery_epochs for d in range(draws)]
+        else:
+            out += [(strat, int(round(f * total)), float(r), "multi-head", m, -1, -1) for f in k_fractions
+                    for r in recovery_epochs for m in methods]
+    if single_head_arch:
+        out.append(("none", 0, 0.0, "single-head", "", -1, -1))
+    return out
+
+
+def _metric_values(metric: str, p: float, correct, labels, pred) -> dict:
+    acc = float(correct.mean()) if correct is not None else p
+    vals = {"accuracy": acc, "loss": float(-np.log(max(acc, 1e-3)))}
+    if pred is not None:
+        tp = np.sum((pred == 1) & (labels == 1))
+        vals["f1"] = float(2 * tp / max(1, np.sum(pred == 1) + np.sum(labels == 1)))
+    else:
+        vals["f1"] = p - 0.01
+    vals["mcc"] = float(np.clip(2 * acc - 1, -1, 1))      # a binary task with balanced errors
+    if metric in ("pearson", "spearman"):
+        vals[metric] = float(np.clip(2 * p - 1, -1, 1))
+    return vals
 
 
 def synthetic_sweep(rng: np.random.Generator, *, models: dict | None = None, strategies=CLASSIC_STRATEGIES,
                     k_fractions=(0.25, 0.5), seeds=(0, 1, 2, 3, 4), recovery_epochs=(0,),
                     single_head_arch: bool = True, effect=default_effect, base_accuracy: float = 0.85,
                     seed_sd: float = 0.01, trial_sd: float = 0.005, n_eval: int = 300,
-                    difficulty_corr: float = 0.7, predictions: bool = True) -> SyntheticSweep:
-    """Generate results (+ importance, + per-example predictions) with planted effects."""
+                    difficulty_corr: float = 0.7, predictions: bool = True, metric: str = "accuracy",
+                    methods=("gradient",), method_quality: dict | None = None, random_draws: int = 1,
+                    draw_sd: float = 0.01, arch_init: str = "pretrained", model_names: dict | None = None,
+                    baseline_per_recovery: bool = True, task: str = "synthetic", extra_evals: bool = False,
+                    efficiency: bool = False) -> SyntheticSweep:
+    """Generate results (+ importance, + per-example predictions) with planted effects.
+
+    method_quality scales the planted top-K effect per criterion (1 = as planted); model_names
+    gives each label's models[].name (default: hub ids, whose weights every seed shares)."""
     models = DEFAULT_MODELS if models is None else models
+    names = {**{m: HUB_NAMES.get(m, m) for m in models}, **(model_names or {})}
+    quality = {m: 1.0 for m in methods} | (method_quality or {})
     rows, imps, preds = [], [], {}
     rho = difficulty_corr
     for model, (n_layers, n_heads) in models.items():
         total = n_layers * n_heads
-        imp = _importance(rng, model, n_layers, n_heads, seeds)
+        imp = _importance(rng, model, n_layers, n_heads, seeds, methods)
         imps.append(imp)
-        z = rng.normal(size=n_eval)  # per-example difficulty, shared by all trials of this model
+        z = rng.normal(size=n_eval)   # per-example difficulty, shared by all trials of this model
         labels = rng.integers(0, 2, size=n_eval)
         seed_eff = {s: rng.normal(0, seed_sd) for s in seeds}
-        score_of = {s: g.sort_values(["layer", "head"])["score"].to_numpy().reshape(n_layers, n_heads)
-                    for s, g in imp.groupby("seed")}
-        grid = []
+        score_of = {(s, m): g.sort_values(["layer", "head"])["score"].to_numpy().reshape(n_layers, n_heads)
+                    for (s, m), g in imp.groupby(["seed", "method"])}
+        grid = _grid(strategies, k_fractions, recovery_epochs, total, n_layers, n_heads, methods, random_draws,
+                     single_head_arch, baseline_per_recovery)
         for s in seeds:
-            for strat in strategies:
-                if strat in ("none", "single-head"):
-                    k = 0 if strat == "none" else total - n_layers
-                    recs = (0.0,) if strat == "none" else recovery_epochs
-                    grid += [(s, strat, k, float(r), "multi-head") for r in recs]
-                else:
-                    grid += [(s, strat, int(round(f * total)), float(r), "multi-head")
-                             for f in k_fractions for r in recovery_epochs]
-            if single_head_arch:
-                grid.append((s, "none", 0, 0.0, "single-head"))
-        for s, strat, k, rec, arch in grid:
-            heads = n_layers if arch == "single-head" else total
-            variant = f"{model}-1head" if arch == "single-head" else model
-            removed = [] if arch == "single-head" else _removed(rng, strat, k, score_of[s])
-            p = base_accuracy + seed_eff[s] + effect(model, strat, k / total, rec, arch) + rng.normal(0, trial_sd)
-            p = float(np.clip(p, 0.01, 0.99))
-            key = f"{variant}__{strat}__k{k}__r{rec:g}__s{s}"
-            if predictions:
-                u = st.norm.cdf(rho * z + np.sqrt(1 - rho**2) * rng.normal(size=n_eval))
-                correct = u < p
-                pred = np.where(correct, labels, 1 - labels)
-                preds[key] = pd.DataFrame({"example_id": np.arange(n_eval), "label": labels, "pred": pred,
-                                           "correct": correct, "prob": rng.uniform(0.5, 1.0, n_eval)})
-                acc = float(correct.mean())
-                tp = np.sum((pred == 1) & (labels == 1))
-                f1 = float(2 * tp / max(1, np.sum(pred == 1) + np.sum(labels == 1)))
-            else:
-                acc, f1 = p, p - 0.01
-            # Built by the same schema as a real trial's row (trials/schema.py).
-            rows.append(result_row(
-                model=model, arch=arch, variant=variant, strategy=strat, k=k, k_fraction=k / total,
-                per_layer=False, seed=int(s), recovery_epochs=rec, accuracy=acc, f1=f1,
-                loss=float(-np.log(max(acc, 1e-3))), n_eval=n_eval, heads_total=heads,
-                heads_kept=heads - len(removed), heads_removed=json.dumps(removed), trial_key=key,
-                k_requested=json.dumps(k), stage="A" if strat == "none" and rec == 0 else "B"))
+            for strat, k, rec, arch, method, draw, layer in grid:
+                heads = n_layers if arch == "single-head" else total
+                variant = f"{model}-1head" if arch == "single-head" else model
+                ranking = score_of[(s, method or methods[0])]
+                removed = [] if arch == "single-head" else _removed(rng, strat, k, ranking, layer)
+                eff = effect(model, strat, k / total, rec, arch)
+                if strat == "top":
+                    eff *= quality.get(method, 1.0)
+                if strat == "layer-single-head":
+                    eff *= (layer + 1) / n_layers
+                noise = rng.normal(0, trial_sd) + (rng.normal(0, draw_sd) if strat == "random" and random_draws > 1
+                                                   else 0.0)
+                p = float(np.clip(base_accuracy + seed_eff[s] + eff + noise, 0.01, 0.99))
+                spec_key = f"{variant}__{strat}__k{k}__r{rec:g}__s{s}__{method}__l{layer}__d{draw}"
+                if strat == "iterative":
+                    spec_key = f"{variant}__iterative__r{rec:g}__s{s}__{method}"
+                key = spec_key if strat != "iterative" else f"{spec_key}__k{k}"
+                correct = pred = None
+                if predictions:
+                    u = st.norm.cdf(rho * z + np.sqrt(1 - rho**2) * rng.normal(size=n_eval))
+                    correct = u < p
+                    pred = np.where(correct, labels, 1 - labels)
+                    preds[key] = pd.DataFrame({"example_id": np.arange(n_eval), "label": labels, "pred": pred,
+                                               "correct": correct, "prob": rng.uniform(0.5, 1.0, n_eval)})
+                vals = _metric_values(metric, p, correct, labels, pred)
+                cfg = {"model": {"name": names[model], "label": model, "tokenizer": None,
+                                 "single_head": arch_init if arch == "single-head" else None, "scratch": False},
+                       "data": {"source": task}, "seed": int(s)}
+                extra = {}
+                if extra_evals:
+                    extra["extra_evals"] = json.dumps({"validation_mismatched": {
+                        metric: float(np.clip(vals.get(metric, p) - 0.01 + rng.normal(0, 0.005), 0, 1))}})
+                if efficiency and arch != "single-head":
+                    per_head = 4 * 64 * 16
+                    extra.update(attn_params_kept=(heads - len(removed)) * per_head, params_total=100_000,
+                                 params_pruned=100_000 - len(removed) * per_head,
+                                 speedup=float(1 + 0.6 * len(removed) / total + rng.normal(0, 0.02)))
+                # Built by the same schema as a real trial's row (trials/schema.py).
+                rows.append(result_row(
+                    model=model, arch=arch, variant=variant, strategy=strat, k=k, k_fraction=k / total,
+                    per_layer=False, seed=int(s), recovery_epochs=rec, n_eval=n_eval, heads_total=heads,
+                    heads_kept=heads - len(removed), heads_removed=json.dumps(removed), trial_key=key,
+                    spec_key=spec_key, k_requested=json.dumps(k), stage="A" if strat == "none" and rec == 0 else "B",
+                    metric=metric, importance_method=method or methods[0],
+                    draw=draw if strat == "random" else None, layer=layer if layer >= 0 else None,
+                    arch_init=arch_init if arch == "single-head" else "", config=json.dumps(cfg),
+                    eval_split="validation", **{m: vals[m] for m in ("accuracy", "f1", "mcc", "loss")},
+                    **({metric: vals[metric]} if metric in ("pearson", "spearman") else {}), **extra))
     importance = pd.concat(imps, ignore_index=True)[IMPORTANCE_COLUMNS]
     return SyntheticSweep(results=pd.DataFrame(rows), importance=importance, predictions=preds)
 
 
 def write_sweep(path, sweep: SyntheticSweep, *, predictions: bool = True, importance: bool = True,
-                spec: bool = True, name: str = "synthetic") -> Path:
+                spec: bool = True, name: str = "synthetic", task: str = "synthetic") -> Path:
     """Lay a SyntheticSweep out as a sweep directory (trials/layout.py's names)."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
@@ -161,8 +231,11 @@ def write_sweep(path, sweep: SyntheticSweep, *, predictions: bool = True, import
             df.to_parquet(path / layout.predictions_file(key), index=False)
     if spec:
         ks = sorted({float(x) for x in r["k_fraction"]} - {0.0})
+        names = {m: json.loads(c)["model"]["name"] for m, c in zip(r["model"], r["config"]) if isinstance(c, str)}
+        models = [{"name": names.get(m, HUB_NAMES.get(m, m)), "label": m} for m in sorted(r["model"].unique())]
         write_text(path / layout.SPEC, "\n".join([
-            f"name: {name}", f"models: {json.dumps([{'name': m} for m in sorted(r['model'].unique())])}",
+            f"name: {name}", f"models: {json.dumps(models)}", f"data: {json.dumps({'source': task})}",
+            f"finetune: {json.dumps({'epochs': 3, 'lr': 2e-5})}",
             f"strategies: {json.dumps(sorted(r['strategy'].unique()))}", f"k: {json.dumps(ks)}",
             f"seeds: {json.dumps(sorted(int(s) for s in r['seed'].unique()))}", ""]))
     return path
@@ -172,4 +245,5 @@ def make_sweep_dir(path, seed: int = 0, **kwargs) -> Path:
     """A complete synthetic sweep directory in one call (kwargs go to synthetic_sweep)."""
     write_opts = {k: kwargs.pop(k) for k in ("importance", "spec", "name") if k in kwargs}
     sweep = synthetic_sweep(np.random.default_rng(seed), **kwargs)
-    return write_sweep(path, sweep, predictions=kwargs.get("predictions", True), **write_opts)
+    return write_sweep(path, sweep, predictions=kwargs.get("predictions", True), task=kwargs.get("task", "synthetic"),
+                       **write_opts)

@@ -108,10 +108,14 @@ def check_models(sweep: Sweep, p: Problems) -> dict[str, Heads]:
 
 
 def check_importance(sweep: Sweep, p: Problems) -> None:
+    """Every importance method is a registered one (importing the registry imports torch, so
+    this runs with the checks, not the sweep-file parser)."""
     from trials.importance import IMPORTANCE_METHODS
-    if sweep.importance.method not in IMPORTANCE_METHODS:
-        e = IMPORTANCE_METHODS.error(sweep.importance.method)
-        p.add(e.key, e.value, e.problem)
+    methods = sweep.importance.method
+    for i, m in enumerate(methods):
+        if m not in IMPORTANCE_METHODS:
+            e = IMPORTANCE_METHODS.error(m, f"importance.method[{i}]" if len(methods) > 1 else "importance.method")
+            p.add(e.key, e.value, e.problem)
 
 
 def check_data(sweep: Sweep, p: Problems) -> None:
@@ -120,14 +124,15 @@ def check_data(sweep: Sweep, p: Problems) -> None:
     Both splits are checked, so a problem in each is reported; the same problem in both (a
     column name that neither file has) is one line.
     """
-    from trials.data import is_local_source, read_split
+    from trials.data import SYNTHETIC_SOURCES, is_local_source, read_split
     d = sweep.data
-    if d.source != "synthetic" and not is_local_source(d.source):
+    if d.source not in SYNTHETIC_SOURCES and not is_local_source(d.source):
         return _check_hub_data(d, p)
     rows, found = {}, []
-    for which in ("train", "eval"):
+    splits = [("train", None), ("eval", None)] + [("extra_eval", s) for s in d.extra_eval]
+    for which, split in splits:
         try:
-            rows[which] = len(read_split(d, which))
+            rows[which] = len(read_split(d, which, split))
         except UserError as e:
             if e.key == "data.source":  # the same for both splits
                 p.add(e.key, e.value, e.problem)
@@ -139,7 +144,7 @@ def check_data(sweep: Sweep, p: Problems) -> None:
                 found.append(e)
         except Exception as e:  # a reader failing in a way data.py did not foresee: still one line
             msg = str(e).strip().splitlines()[0][:160] if str(e).strip() else ""
-            found.append(UserError(f"data.{which}", d.train if which == "train" else d.eval,
+            found.append(UserError(f"data.{which}", split or (d.train if which == "train" else d.eval),
                                    f"cannot read this split ({type(e).__name__}: {msg})"))
     for e in found:
         p.add(e.key, e.value, e.problem)

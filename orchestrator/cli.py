@@ -5,7 +5,7 @@
     headsweep status SWEEP_DIR [--json]
     headsweep validate SWEEP.yaml
     headsweep plan SWEEP.yaml
-    headsweep analyze SWEEP_DIR
+    headsweep analyze SWEEP_DIR [SWEEP_DIR ...] [--out DIR] [--no-execute] [--to DIR]
 
 Bad input exits 2 with one line per problem naming the key and the value; nothing is launched.
 """
@@ -16,9 +16,11 @@ import os
 import re
 import sys
 import time
+from pathlib import Path
 
 from orchestrator import checks
 from orchestrator.plan import Refused, demo_path, plan_file, resume_plan
+from orchestrator.storage import parent_and_name
 from trials import layout
 from trials.errors import UserError
 
@@ -103,10 +105,12 @@ def _parser() -> argparse.ArgumentParser:
     pla.add_argument("sweep")
 
     an = sub.add_parser("analyze", help="statistics, figures, executed notebook and report")
-    an.add_argument("sweep_dir")
+    an.add_argument("sweep_dirs", nargs="+", metavar="SWEEP_DIR",
+                    help="one sweep directory, or several compatible ones to combine (e.g. one per task)")
+    an.add_argument("--out", help="where the analysis folder goes (default: the first sweep directory)")
     an.add_argument("--no-execute", action="store_true", help="write the notebook without executing it")
     an.add_argument("--to", help="for s3:// or gs:// sweeps: local directory for the copy "
-                                 "(default ./sweeps/<name>)")
+                                 "(default ./sweeps/<name>; with several sweeps, TO/<name>)")
     return ap
 
 
@@ -121,9 +125,9 @@ def _print_warnings(pl) -> None:
         print(f"note: {w}", file=sys.stderr)
 
 
-def _analyze(sweep_dir: str, execute: bool = True) -> dict:
+def _analyze(sweep_dirs, execute: bool = True, out: str | None = None) -> dict:
     import analysis
-    return analysis.analyze(sweep_dir, execute=execute)
+    return analysis.analyze(sweep_dirs, execute=execute, out=out)
 
 
 def _run(pl, args) -> int:
@@ -154,7 +158,10 @@ def _run(pl, args) -> int:
             print("headsweep: analysis runs on a local copy: headsweep analyze " + where, file=sys.stderr)
         else:
             paths = _analyze(pl.store.root)
-            print(f"headsweep: notebook: {paths['notebook']}\nheadsweep: report: {paths['report']}")
+            from orchestrator.headline import print_headline
+            print_headline(paths, sys.stdout)
+            print(f"headsweep: report: {paths['report']}\nheadsweep: notebook: {paths['notebook']}\n"
+                  f"headsweep: figures: {paths['figures']}")
     return EXIT_OK if s["done"] == s["trials"] else EXIT_TRIALS_FAILED
 
 
@@ -192,8 +199,12 @@ def main(argv=None) -> int:
             return EXIT_OK
         if args.command == "analyze":
             from orchestrator.sweepdir import local_copy
-            sweep_dir = local_copy(args.sweep_dir, args.to)
-            paths = _analyze(sweep_dir, execute=not args.no_execute)
+            many = len(args.sweep_dirs) > 1
+            dirs = [local_copy(d, str(Path(args.to) / parent_and_name(d)[1]) if args.to and many else args.to)
+                    for d in args.sweep_dirs]
+            paths = _analyze(dirs if many else dirs[0], execute=not args.no_execute, out=args.out)
+            from orchestrator.headline import print_headline
+            print_headline(paths, sys.stdout)
             for k, v in paths.items():
                 print(f"{k}: {v}")
             return EXIT_OK

@@ -4,8 +4,15 @@
 - ``none`` is the stage-A evaluation itself (K = 0); with recovery epochs > 0 it becomes a stage-B
   trial that keeps fine-tuning the unpruned model for as long (the fair baseline for recovery);
 - ``single-head`` has its own K (all heads but one per layer): one trial, whatever the K list;
+  so have ``layer-single-head`` (one trial, a row per layer) and ``iterative`` (one trial, a row
+  per step of ``iterative.step``): both ignore the K list and ``per_layer``;
+- ``random`` runs ``random_draws`` trials per K (``draw`` 0..N-1), in parallel;
+- the strategies that rank heads (top, bottom, single-head, layer-single-head, iterative) run once
+  per importance method (``importance.method: [gradient, ablation]``) on the same fine-tunes;
+  ``none`` and ``random`` rank nothing and run once, labelled with the first method;
 - K values that resolve to the same head count for a model run once (the first one listed);
-- one-head architecture variants (``single_head_arch``) only get stage A.
+- one-head architecture variants and the from-scratch multi-head variant (``single_head_arch``)
+  only get stage A.
 """
 from __future__ import annotations
 
@@ -15,16 +22,26 @@ from trials.spec import FinetuneSpec, ModelSpec, PruneSpec
 from trials.strategies import resolve_k
 
 
+RANKED = ("top", "bottom", "single-head", "layer-single-head", "iterative")   # use importance scores
+ONE_TRIAL = ("single-head", "layer-single-head", "iterative")                 # ignore the K list
+
+
 def variants(sweep: Sweep) -> list[ModelSpec]:
+    """The models, then their one-head variants, then (init: scratch) the multi-head models
+    trained from scratch."""
     out = list(sweep.models)
     if sweep.single_head_arch:
         out += [ModelSpec(m.name, m.label, m.tokenizer, sweep.single_head_arch, m.trust_remote_code)
+                for m in sweep.models]
+    if sweep.single_head_arch == "scratch":
+        out += [ModelSpec(m.name, m.label, m.tokenizer, None, m.trust_remote_code, scratch=True)
                 for m in sweep.models]
     return out
 
 
 def stage_a(sweep: Sweep) -> list[FinetuneSpec]:
-    return [FinetuneSpec(model=m, data=sweep.data, train=sweep.train, importance=sweep.importance, seed=s)
+    return [FinetuneSpec(model=m, data=sweep.data, train=sweep.train, importance=sweep.importance, seed=s,
+                         metric=sweep.metric)
             for m in variants(sweep) for s in sweep.seeds]
 
 
@@ -43,19 +60,32 @@ def distinct_ks(sweep: Sweep, heads: Heads) -> list[int | float]:
 
 def stage_b(sweep: Sweep, heads: dict[str, Heads]) -> list[PruneSpec]:
     specs = []
+    first = sweep.importance.method[0]
     for ft in stage_a(sweep):
-        if ft.model.single_head:
+        if ft.model.single_head or ft.model.scratch:
             continue
         ks = distinct_ks(sweep, heads[ft.model.label])
+
+        def spec(strategy, k=0, per_layer=False, r=0.0, method=first, **kw):
+            return PruneSpec(ft, strategy, k, per_layer, r, importance_method=method,
+                             measure_speed=sweep.measure_speed, save_pruned=sweep.save_pruned, **kw)
+
         for r in sweep.recovery_epochs:
             for strategy in sweep.strategies:
                 if strategy == "none":
                     if r:
-                        specs.append(PruneSpec(ft, "none", 0, False, r))
-                elif strategy == "single-head":
-                    specs.append(PruneSpec(ft, "single-head", 0, False, r))
+                        specs.append(spec("none", r=r))
+                elif strategy == "random":
+                    specs += [spec("random", k, sweep.per_layer, r, draw=d)
+                              for k in ks for d in range(sweep.random_draws)]
                 else:
-                    specs += [PruneSpec(ft, strategy, k, sweep.per_layer, r) for k in ks]
+                    for method in sweep.importance.method:
+                        if strategy == "iterative":
+                            specs.append(spec(strategy, r=r, method=method, iterative_step=sweep.iterative.step))
+                        elif strategy in ONE_TRIAL:
+                            specs.append(spec(strategy, r=r, method=method))
+                        else:
+                            specs += [spec(strategy, k, sweep.per_layer, r, method) for k in ks]
     return specs
 
 
@@ -76,5 +106,8 @@ def trial_name(spec) -> str:
     if isinstance(spec, PruneSpec):
         ft = spec.finetune
         rec = f"-r{spec.recovery_epochs:g}" if spec.recovery_epochs else ""
-        return f"B-{ft.model.variant}-{spec.strategy}-k{spec.k}-s{ft.seed}{rec}-{spec.key[:6]}"
+        method = f"-{spec.importance_method}" if spec.importance_method != ft.importance.method[0] else ""
+        k = f"-step{spec.iterative_step:g}" if spec.strategy == "iterative" else f"-k{spec.k}"
+        draw = f"-d{spec.draw}" if spec.draw is not None else ""
+        return f"B-{ft.model.variant}-{spec.strategy}{method}{k}{draw}-s{ft.seed}{rec}-{spec.key[:6]}"
     return f"A-{spec.model.variant}-s{spec.seed}-{spec.key[:6]}"

@@ -83,7 +83,7 @@ def section(raw: dict, key: str, p: Problems) -> dict:
     return v
 
 
-def number(key, v, p, *, integer=False, lo=None, hi=None, lo_open=False, allow_none=False):
+def number(key, v, p, *, integer=False, lo=None, hi=None, lo_open=False, hi_open=False, allow_none=False):
     """A number in range, or None after recording a problem. YAML reads ``2e-5`` as a string,
     so numeric strings are accepted for real-valued keys."""
     if v is None and allow_none:
@@ -98,10 +98,16 @@ def number(key, v, p, *, integer=False, lo=None, hi=None, lo_open=False, allow_n
         p.add(key, v, "must be an integer" if integer else "must be a number")
         return None
     if lo is not None and (v <= lo if lo_open else v < lo):
-        p.add(key, v, f"must be {'>' if lo_open else '>='} {lo}")
+        if hi is not None and lo_open and hi_open:
+            p.add(key, v, f"must lie in ({lo}, {hi})")
+        else:
+            p.add(key, v, f"must be {'>' if lo_open else '>='} {lo}")
         return None
-    if hi is not None and v > hi:
-        p.add(key, v, f"must be <= {hi}")
+    if hi is not None and (v >= hi if hi_open else v > hi):
+        if lo is not None and lo_open and hi_open:
+            p.add(key, v, f"must lie in ({lo}, {hi})")
+        else:
+            p.add(key, v, f"must be {'<' if hi_open else '<='} {hi}")
         return None
     return v
 
@@ -123,6 +129,25 @@ def string(key, v, p, choices=None):
     return v
 
 
+def names(key, v, p) -> tuple[str, ...] | None:
+    """One name or a list of distinct names, as a tuple (an empty list is an empty tuple)."""
+    values = [v] if isinstance(v, str) else v
+    if not isinstance(values, list):
+        p.add(key, v, "must be a name or a list of names")
+        return None
+    out = []
+    for i, x in enumerate(values):
+        k = f"{key}[{i}]" if isinstance(v, list) else key
+        if not isinstance(x, str) or not x.strip():
+            p.add(k, x, "must be a non-empty string")
+            return None
+        if x in out:
+            p.add(k, x, "listed twice")
+            return None
+        out.append(x)
+    return tuple(out)
+
+
 def read_fields(cls, section: dict, where: str, p: Problems, extra: tuple = ()) -> dict:
     """Read a sweep-file section into keyword arguments for the dataclass ``cls``.
 
@@ -142,6 +167,10 @@ def read_fields(cls, section: dict, where: str, p: Problems, extra: tuple = ()) 
             v = number(key, v, p, **rule)
         elif kind == "bool":
             v = boolean(key, v, p)
+        elif kind == "names":
+            v = names(key, v, p)
+        elif v is None and rule.get("allow_none"):
+            v = None
         else:
             v = string(key, v, p, choices=rule.get("choices"))
         if v is not None or rule.get("allow_none"):

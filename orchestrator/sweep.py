@@ -12,15 +12,19 @@ from typing import Any
 import yaml
 
 from orchestrator.readers import Problems, boolean, number, read_fields, section, string, unknown_keys
+from trials.errors import UserError
+from trials.metrics import METRICS, REGRESSION
 from trials.schema import CLASSIC_STRATEGIES, REMOVAL_STRATEGIES
-from trials.spec import SINGLE_HEAD_INITS, DataSpec, ImportanceSpec, ModelSpec, TrainSpec, default_label
+from trials.spec import (SINGLE_HEAD_INITS, DataSpec, ImportanceSpec, IterativeSpec, ModelSpec, TrainSpec,
+                         default_label)
 from trials.strategies import STRATEGIES, k_problem
+from trials.tasks import task_for
 
 MODEL_KEYS = ("name", "label", "tokenizer", "trust_remote_code")
 RESOURCE_STAGES = ("finetune", "prune")
 TOP_KEYS = ("name", "models", "data", "importance", "finetune", "strategies", "k", "per_layer",
             "seeds", "single_head_arch", "resources", "storage", "max_failures", "trust_remote_code",
-            "tracking")
+            "tracking", "metric", "random_draws", "iterative", "measure_speed", "save_pruned")
 TRACKERS = ("mlflow", "tensorboard", "wandb")
 STORAGE_SCHEMES = ("s3", "gs", "gcs", "file", "hdfs")
 UNSUPPORTED_SCHEME = "unsupported scheme; use a local path, s3://, gs:// or file://"
@@ -79,17 +83,24 @@ class Sweep:
     max_failures: int = 2
     trust_remote_code: bool = False       # the default of models[].trust_remote_code
     tracking: TrackingSpec = TrackingSpec()
+    metric: str = "accuracy"              # the primary metric (trials.metrics.METRICS)
+    random_draws: int = 5                 # random-K masks per (checkpoint, K)
+    iterative: IterativeSpec = IterativeSpec()
+    measure_speed: bool = False           # latency ratio of the physically pruned model per stage-B row
+    save_pruned: bool = False             # stage-B pruned models saved as HF checkpoints
 
     def to_yaml_dict(self) -> dict:
         """The resolved sweep in the sweep-file layout (what ``spec.yaml`` holds)."""
         ft = dataclasses.asdict(self.train)
         ft["recovery_epochs"] = _scalar_or_list(self.recovery_epochs)
+        importance = dataclasses.asdict(self.importance)
+        importance["method"] = _scalar_or_list(self.importance.method)
         return {
             "name": self.name,
-            "models": [{k: v for k, v in dataclasses.asdict(m).items() if k != "single_head"}
+            "models": [{k: v for k, v in dataclasses.asdict(m).items() if k not in ("single_head", "scratch")}
                        for m in self.models],
-            "data": dataclasses.asdict(self.data),
-            "importance": dataclasses.asdict(self.importance),
+            "data": {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self.data).items()},
+            "importance": importance,
             "finetune": ft,
             "strategies": list(self.strategies),
             "k": list(self.k),
@@ -99,6 +110,11 @@ class Sweep:
             "resources": {s: dataclasses.asdict(r) for s, r in self.resources.items()},
             "storage": self.storage,
             "max_failures": self.max_failures,
+            "metric": self.metric,
+            "random_draws": self.random_draws,
+            "iterative": dataclasses.asdict(self.iterative),
+            "measure_speed": self.measure_speed,
+            "save_pruned": self.save_pruned,
             **({"tracking": self.tracking.to_yaml_dict()} if self.tracking.to_yaml_dict() else {}),
         }
 
@@ -156,6 +172,48 @@ def _models(raw, p: Problems, trust_default: bool, suggested: set) -> tuple[Mode
                 seen[label] = i
             out.append(ModelSpec(name=name, label=label, tokenizer=tok, trust_remote_code=bool(trust)))
     return tuple(out)
+
+
+def _data(raw, p: Problems) -> tuple[DataSpec, str | None]:
+    """The data section, with what a known task (glue/<task>, synthetic-pairs) implies filled in
+    for every key the file leaves out; and the task's primary metric (None: no known task)."""
+    sec = section(raw, "data", p)
+    fields = read_fields(DataSpec, sec, "data", p)
+    try:
+        task = task_for(fields.get("source", DataSpec.source))
+    except UserError as e:
+        p.add(e.key, e.value, e.problem)
+        task = None
+    if task is not None:
+        for k, v in task.data_defaults().items():
+            if k not in sec:
+                fields[k] = v
+    return DataSpec(**fields), (task.metric if task is not None else None)
+
+
+def _metric(raw, p: Problems, data: DataSpec, task_metric: str | None) -> tuple[str, DataSpec]:
+    """The primary metric, and the data spec with num_labels 1 for a regression metric.
+
+    ``pearson``/``spearman`` make the task a regression (num_labels 1, MSE loss); num_labels 1
+    without a metric means pearson."""
+    given = "metric" in raw
+    metric = raw.get("metric", task_metric or DEFAULT.metric)
+    if not isinstance(metric, str) or metric not in METRICS:
+        e = METRICS.error(metric, "metric")
+        p.add(e.key, e.value, e.problem)
+        return DEFAULT.metric, data
+    labels_given = "num_labels" in (raw.get("data") or {}) if isinstance(raw.get("data"), dict) else False
+    if metric in REGRESSION and data.num_labels != 1:
+        if labels_given:
+            p.add("data.num_labels", data.num_labels, f"metric {metric} is a regression metric: "
+                                                      "num_labels must be 1 (or leave it out)")
+        return metric, dataclasses.replace(data, num_labels=1)
+    if data.num_labels == 1 and metric not in REGRESSION:
+        if given:
+            p.add("metric", metric, f"num_labels 1 is a regression task: the metric must be one of "
+                                    f"{', '.join(REGRESSION)}")
+        return REGRESSION[0], data
+    return metric, data
 
 
 def _recovery(section: dict, p: Problems) -> tuple[float, ...]:
@@ -302,8 +360,11 @@ def parse(raw: Any, p: Problems) -> Sweep | None:
         p.add("name", name, "use letters, digits, '-', '_' and '.' only (it names a directory)")
     trust = boolean("trust_remote_code", raw.get("trust_remote_code", DEFAULT.trust_remote_code), p)
     models = _models(raw, p, bool(trust), suggested)
-    data = DataSpec(**read_fields(DataSpec, section(raw, "data", p), "data", p))
+    data, task_metric = _data(raw, p)
+    metric, data = _metric(raw, p, data, task_metric)
     importance = ImportanceSpec(**read_fields(ImportanceSpec, section(raw, "importance", p), "importance", p))
+    if not importance.method:
+        p.add("importance.method", [], "must name at least one importance method")
     ft_sec = section(raw, "finetune", p)
     train = TrainSpec(**read_fields(TrainSpec, ft_sec, "finetune", p, extra=("recovery_epochs",)))
     recovery = _recovery(ft_sec, p)
@@ -318,9 +379,16 @@ def parse(raw: Any, p: Problems) -> Sweep | None:
         p.add("storage", storage, UNSUPPORTED_SCHEME)  # static: reported with the other file problems
     max_failures = number("max_failures", raw.get("max_failures", DEFAULT.max_failures), p, integer=True, lo=0)
     tracking = _tracking(raw, p)
+    random_draws = number("random_draws", raw.get("random_draws", DEFAULT.random_draws), p, integer=True, lo=1)
+    iterative = IterativeSpec(**read_fields(IterativeSpec, section(raw, "iterative", p), "iterative", p))
+    measure_speed = boolean("measure_speed", raw.get("measure_speed", DEFAULT.measure_speed), p)
+    save_pruned = boolean("save_pruned", raw.get("save_pruned", DEFAULT.save_pruned), p)
     if p:
         return None
     return Sweep(name=name, models=models, data=data, importance=importance, train=train,
                  recovery_epochs=recovery, strategies=strategies, k=ks, per_layer=bool(per_layer),
                  seeds=seeds, single_head_arch=sha, resources=resources, storage=storage,
-                 max_failures=max_failures, trust_remote_code=bool(trust), tracking=tracking)
+                 max_failures=max_failures, trust_remote_code=bool(trust), tracking=tracking,
+                 metric=metric, random_draws=random_draws, iterative=iterative,
+                 measure_speed=bool(measure_speed), save_pruned=bool(save_pruned))
+

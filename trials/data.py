@@ -1,7 +1,8 @@
 """Task data: hub datasets, local files, or the synthetic set -> checked DataFrames -> batches.
 
 Every split becomes a DataFrame with ``example_id`` (row number in the source split), ``text``
-and ``label``. Importance examples are held out of the training split with a fixed permutation
+(and ``text_pair`` for a sentence-pair task, ``data.text_pair_column``) and ``label`` (class ids,
+or real values for regression: ``num_labels: 1``). Importance examples are held out of the training split with a fixed permutation
 (the same for every seed), so importance never sees the fine-tuning or the evaluation data.
 """
 from __future__ import annotations
@@ -16,6 +17,16 @@ import torch
 
 from trials.errors import UserError
 from trials.spec import DataSpec
+from trials.tasks import SYNTHETIC_PAIRS
+from trials.tokenizers import encode
+
+SYNTHETIC_SOURCES = ("synthetic", SYNTHETIC_PAIRS)
+MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def model_inputs(batch: dict) -> dict:
+    """The entries of a batch that the model takes (not labels, not example ids)."""
+    return {k: v for k, v in batch.items() if k in MODEL_INPUTS}
 
 READERS = {
     ".tsv": lambda p: pd.read_csv(p, sep="\t", quoting=3, keep_default_na=False, na_values=[""]),
@@ -34,10 +45,11 @@ class TaskData:
     importance: pd.DataFrame   # held-out training rows for head importance
     eval: pd.DataFrame
     num_labels: int
+    extra: dict[str, pd.DataFrame] | None = None   # further evaluation splits (data.extra_eval)
 
 
 def is_local_source(source: str) -> bool:
-    return source != "synthetic" and (os.path.exists(source) or Path(source).suffix in READERS
+    return source not in SYNTHETIC_SOURCES and (os.path.exists(source) or Path(source).suffix in READERS
                                       or source.startswith((".", "/", "~")))
 
 
@@ -102,19 +114,30 @@ def _read_hub(spec: DataSpec, split: str, key: str) -> pd.DataFrame:
     return ds.to_pandas()
 
 
-def read_split(spec: DataSpec, which: str) -> pd.DataFrame:
-    """Raw split (``which`` = "train" | "eval") as a DataFrame with example_id/text/label."""
-    split = spec.train if which == "train" else spec.eval
+def read_split(spec: DataSpec, which: str, split: str | None = None) -> pd.DataFrame:
+    """Raw split (``which`` = "train" | "eval" | "extra_eval", the last with its ``split`` name)
+    as a DataFrame with example_id/text[/text_pair]/label."""
+    split = split or (spec.train if which == "train" else spec.eval)
     key = f"data.{which}"
-    if spec.source == "synthetic":
-        n = spec.synthetic_size if which == "train" else max(200, spec.synthetic_size // 4)
-        from trials.synthetic import synthetic_sentiment
-        raw = synthetic_sentiment(n, seed=0 if which == "train" else 1)
+    if spec.source in SYNTHETIC_SOURCES:
+        raw = _synthetic(spec, which, split)
     elif is_local_source(spec.source):
         raw = _read_local(_local_split(spec, split, key), key)
     else:
         raw = _read_hub(spec, split, key)
     return check_columns(raw, spec, key, spec.num_labels)
+
+
+def _synthetic(spec: DataSpec, which: str, split: str) -> pd.DataFrame:
+    """The generated sets: train, eval and any extra split drawn with their own seeds."""
+    import zlib
+    n = spec.synthetic_size if which == "train" else max(200, spec.synthetic_size // 4)
+    seed = {"train": 0, "eval": 1}.get(which, 2 + zlib.crc32(split.encode()) % 1000)
+    if spec.source == SYNTHETIC_PAIRS:
+        from trials.synthetic_pairs import synthetic_pairs
+        return synthetic_pairs(n, seed=seed)
+    from trials.synthetic import synthetic_sentiment
+    return synthetic_sentiment(n, seed=seed)
 
 
 def _plain(v):
@@ -123,23 +146,41 @@ def _plain(v):
     return int(v) if isinstance(v, float) and v.is_integer() else v
 
 
+def _columns(spec: DataSpec) -> dict[str, str]:
+    """Source column per role; the generated sets have fixed names."""
+    if spec.source == "synthetic":
+        return {"text": "sentence", "label": "label"}
+    if spec.source == SYNTHETIC_PAIRS:
+        return {"text": "sentence1", "text_pair": "sentence2", "label": "label"}
+    cols = {"text": spec.text_column, "label": spec.label_column}
+    if spec.text_pair_column:
+        cols["text_pair"] = spec.text_pair_column
+    return cols
+
+
 def check_columns(raw: pd.DataFrame, spec: DataSpec, key: str, num_labels: int = 2) -> pd.DataFrame:
     """Validate and normalise one split; every problem is a one-line ``UserError``."""
-    text_col = "sentence" if spec.source == "synthetic" else spec.text_column
-    label_col = "label" if spec.source == "synthetic" else spec.label_column
-    for col, k in ((text_col, "data.text_column"), (label_col, "data.label_column")):
-        if col not in raw.columns:
-            raise UserError(k, col, f"column missing in {key}; columns are {list(raw.columns)}")
+    cols = _columns(spec)
+    label_col = cols["label"]
+    for role, k in (("text", "data.text_column"), ("text_pair", "data.text_pair_column"),
+                    ("label", "data.label_column")):
+        if role in cols and cols[role] not in raw.columns:
+            raise UserError(k, cols[role], f"column missing in {key}; columns are {list(raw.columns)}")
     if len(raw) == 0:
         raise UserError(key, spec.train if key == "data.train" else spec.eval, "split is empty (no rows)")
-    df = pd.DataFrame({"example_id": np.arange(len(raw)), "text": raw[text_col], "label": raw[label_col]})
-    text = df["text"].astype("string")
-    bad = df["label"].isna() | text.isna() | (text.str.strip() == "")
+    texts = [r for r in ("text", "text_pair") if r in cols]
+    df = pd.DataFrame({"example_id": np.arange(len(raw)), **{r: raw[cols[r]] for r in texts},
+                       "label": raw[label_col]})
+    bad = df["label"].isna()
+    for r in texts:
+        t = df[r].astype("string")
+        bad |= t.isna() | (t.str.strip() == "")
     if bad.any():
         if not spec.drop_invalid:
             first = df[bad].iloc[0]
-            shown = {c: (None if pd.isna(first[c]) else _plain(first[c])) for c in ("text", "label")}
-            raise UserError(key, f"row {int(first.example_id)}: text={shown['text']!r}, label={shown['label']!r}",
+            shown = {c: (None if pd.isna(first[c]) else _plain(first[c])) for c in (*texts, "label")}
+            cells = ", ".join(f"{c}={shown[c]!r}" for c in shown)
+            raise UserError(key, f"row {int(first.example_id)}: {cells}",
                             f"{int(bad.sum())} rows with empty text or a missing label (of {len(df)}; "
                             "the first is shown); fix them or set data.drop_invalid: true")
         df = df[~bad]
@@ -149,6 +190,15 @@ def check_columns(raw: pd.DataFrame, spec: DataSpec, key: str, num_labels: int =
         labels = pd.to_numeric(df["label"], errors="coerce")
     except (TypeError, ValueError):  # lists, dicts...: not numbers either
         labels = pd.Series(np.nan, index=df.index)
+    if num_labels == 1:  # regression: any finite real value
+        not_real = labels.isna() | ~np.isfinite(labels.astype(float))
+        if not_real.any():
+            example = _plain(df["label"][not_real].iloc[0])
+            raise UserError("data.label_column", f"{label_col}={example!r}",
+                            f"regression labels (num_labels: 1) must be numbers in {key}; "
+                            f"{int(not_real.sum())} rows are not")
+        return df.assign(**{r: df[r].astype(str) for r in texts},
+                         label=labels.astype(np.float32)).reset_index(drop=True)
     not_int = labels.isna() | (labels != labels.round())
     if not_int.any():
         example = _plain(df["label"][not_int].iloc[0])
@@ -161,7 +211,7 @@ def check_columns(raw: pd.DataFrame, spec: DataSpec, key: str, num_labels: int =
         raise UserError("data.label_column", f"{label_col}={out_of_range[:5]}",
                         f"labels must be in 0..{num_labels - 1} (a {num_labels}-class task) in {key}; "
                         "set data.num_labels for more classes")
-    return df.assign(text=df["text"].astype(str), label=labels).reset_index(drop=True)
+    return df.assign(**{r: df[r].astype(str) for r in texts}, label=labels).reset_index(drop=True)
 
 
 def load_task(spec: DataSpec, importance_examples: int = 0) -> TaskData:
@@ -175,21 +225,33 @@ def load_task(spec: DataSpec, importance_examples: int = 0) -> TaskData:
     train = train_all.iloc[np.sort(perm[importance_examples:])].reset_index(drop=True)
     if spec.train_limit:
         train = train.iloc[: spec.train_limit]
-    if spec.eval_limit:
-        ev = ev.iloc[: spec.eval_limit]
-    return TaskData(train=train, importance=imp, eval=ev.reset_index(drop=True),
-                    num_labels=spec.num_labels)
+    return TaskData(train=train, importance=imp, eval=limit_eval(ev, spec),
+                    num_labels=spec.num_labels, extra=read_extra_evals(spec))
+
+
+def limit_eval(df: pd.DataFrame, spec: DataSpec) -> pd.DataFrame:
+    return (df.iloc[: spec.eval_limit] if spec.eval_limit else df).reset_index(drop=True)
+
+
+def read_extra_evals(spec: DataSpec) -> dict[str, pd.DataFrame]:
+    """The further evaluation splits (``data.extra_eval``), with the evaluation limit applied."""
+    return {name: limit_eval(read_split(spec, "extra_eval", name), spec) for name in spec.extra_eval}
 
 
 # ---------------------------------------------------------------------------- batches
 
 class Encoded(torch.utils.data.Dataset):
-    """Token ids per example (unpadded), labels and example ids."""
+    """Token ids per example (unpadded), segment ids where the model uses them, labels (class
+    ids, or float32 for regression) and example ids.
 
-    def __init__(self, df: pd.DataFrame, tokenizer, max_length: int):
-        enc = tokenizer(list(df["text"]), truncation=True, max_length=max_length)
-        self.input_ids = enc["input_ids"]
-        self.token_type_ids = enc.get("token_type_ids")
+    ``token_types``: pass token_type_ids to the model (``trials.tokenizers.uses_token_types``);
+    None: whenever the tokenizer returns them.
+    """
+
+    def __init__(self, df: pd.DataFrame, tokenizer, max_length: int, token_types: bool | None = None):
+        pairs = list(df["text_pair"]) if "text_pair" in df.columns else None
+        self.input_ids, self.token_type_ids = encode(tokenizer, list(df["text"]), pairs, max_length,
+                                                     token_types)
         self.labels = df["label"].to_numpy()
         self.example_ids = df["example_id"].to_numpy()
         self.lengths = np.fromiter((len(x) for x in self.input_ids), dtype=np.int64, count=len(df))
@@ -206,21 +268,26 @@ class Collator:
 
     def __init__(self, data: Encoded, pad_id: int):
         self.data, self.pad_id = data, pad_id
+        regression = np.issubdtype(data.labels.dtype, np.floating)
+        self.label_dtype = torch.float32 if regression else torch.long
 
     def __call__(self, idx: list[int]) -> dict:
         d = self.data
         width = int(d.lengths[idx].max())
         ids = torch.full((len(idx), width), self.pad_id, dtype=torch.long)   # [batch, seq]
         mask = torch.zeros((len(idx), width), dtype=torch.long)
+        types = torch.zeros((len(idx), width), dtype=torch.long) if d.token_type_ids is not None else None
         for row, i in enumerate(idx):
             n = d.lengths[i]
             ids[row, :n] = torch.as_tensor(d.input_ids[i])
             mask[row, :n] = 1
+            if types is not None:
+                types[row, :n] = torch.as_tensor(d.token_type_ids[i])
         out = {"input_ids": ids, "attention_mask": mask,
-               "labels": torch.as_tensor(d.labels[idx], dtype=torch.long),
+               "labels": torch.as_tensor(d.labels[idx], dtype=self.label_dtype),
                "example_id": torch.as_tensor(d.example_ids[idx], dtype=torch.long)}
-        if d.token_type_ids is not None:
-            out["token_type_ids"] = torch.zeros_like(ids)
+        if types is not None:
+            out["token_type_ids"] = types
         return out
 
 

@@ -1,27 +1,33 @@
-"""Head importance (Michel, Levy & Neubig 2019): I_h = E_x |dL(x)/d xi_h| at xi = 1.
+"""Head importance, a registry of methods (``importance.method``), each ``(model, batches) ->
+[n_layers, n_heads]`` raw scores on the CPU, computed in eval mode (dropout off, deterministic):
 
-Every example gets its own gate vector, so a single backward pass of the *summed* per-example
-losses yields each example's own gradient (example i's loss depends only on its own gates).
-Importance is computed in eval mode (dropout off), so it is deterministic.
+- ``gradient`` (Michel, Levy & Neubig 2019): I_h = E_x |dL(x)/d xi_h| at xi = 1. Every example
+  gets its own gate vector, so one backward pass of the *summed* per-example losses yields each
+  example's own gradient (example i's loss depends only on its own gates).
+- ``ablation`` (trials/ablation.py): the loss increase when head h alone is masked.
+- ``entropy`` (trials/entropy.py): the mean attention entropy of head h.
+
+A method's ``sign`` says which way its raw score points: +1 when a higher score means a more
+important head (gradient, ablation), -1 when lower does (entropy: a focused, low-entropy head is
+taken as the important one). ``ranking_scores`` applies it, so every strategy can rank by
+"higher = more important" whatever the method. Active masks (``trials.masked``) stay in force:
+the iterative strategy re-scores the masked model this way.
 """
 from __future__ import annotations
 
 from collections.abc import Iterable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from trials.adapters import head_layout
 from trials.gates import gated
+from trials.metrics import task_loss
 from trials.registry import Registry
 
-MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+from trials.data import MODEL_INPUTS, model_inputs  # noqa: F401  (re-exported)
+
 IMPORTANCE_METHODS = Registry("importance method", key="importance.method")
-
-
-def model_inputs(batch: dict) -> dict:
-    return {k: v for k, v in batch.items() if k in MODEL_INPUTS}
 
 
 @IMPORTANCE_METHODS.register("gradient")
@@ -44,7 +50,7 @@ def head_importance(model: nn.Module, batches: Iterable[dict]) -> torch.Tensor:
             with gated(model, gates):
                 logits = model(**model_inputs(batch)).logits
                 # sum of per-example losses: d(sum)/d gates[i] = dL(x_i)/d gates[i]
-                loss = F.cross_entropy(logits.float(), batch["labels"], reduction="sum")
+                loss = task_loss(logits, batch["labels"], reduction="sum")
             (grad,) = torch.autograd.grad(loss, gates)      # [batch, layers, heads]
             total += grad.abs().sum(0).double()
             n += b
@@ -55,7 +61,29 @@ def head_importance(model: nn.Module, batches: Iterable[dict]) -> torch.Tensor:
     return (total / n).float().cpu()
 
 
+head_importance.sign = 1
+
+
+def sign(method: str) -> int:
+    """+1 if a higher raw score of ``method`` means a more important head, -1 if lower does."""
+    return getattr(IMPORTANCE_METHODS.lookup(method, "importance.method"), "sign", 1)
+
+
+def ranking_scores(raw: torch.Tensor, method: str, normalize: bool = True) -> torch.Tensor:
+    """What strategies rank by (higher = more important): the raw scores of ``method``, L2-normalised
+    per layer if ``normalize``, times the method's sign."""
+    return (normalize_per_layer(raw) if normalize else raw) * sign(method)
+
+
 def normalize_per_layer(scores: torch.Tensor, eps: float = 1e-20) -> torch.Tensor:
     """Divide each layer's scores by their L2 norm (Michel et al.'s per-layer normalisation)."""
     norm = scores.pow(2).sum(-1, keepdim=True).sqrt()
     return scores / norm.clamp_min(eps)
+
+
+# The other methods live in their own modules (which do not import this one).
+from trials.ablation import ablation_importance  # noqa: E402
+from trials.entropy import attention_entropy  # noqa: E402
+
+IMPORTANCE_METHODS.add("ablation", ablation_importance)
+IMPORTANCE_METHODS.add("entropy", attention_entropy)

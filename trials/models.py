@@ -22,15 +22,20 @@ from trials.tokenizers import fix_padding, load_tokenizer
 
 def load_model(name: str, num_labels: int = 2, *, tokenizer: str | None = None,
                texts: Iterable[str] | None = None, single_head: str | None = None,
-               trust_remote_code: bool = False):
+               trust_remote_code: bool = False, scratch: bool = False):
     """(model, tokenizer) for a hub id, a local directory, or a ``preset:`` name.
 
     ``texts`` builds a preset's vocabulary (defaults to the synthetic task's text).
-    ``single_head`` ("pretrained" | "random") returns the one-head architecture variant.
+    ``single_head`` ("pretrained" | "random" | "scratch") returns the one-head architecture
+    variant; ``scratch`` the multi-head architecture with every weight drawn afresh from its
+    config. A directory saved by ``save_pruned`` loads as the pruned model it is.
     Seed first (``accelerate.utils.set_seed``): the classifier head is freshly initialised.
     """
+    from trials.pruned_model import is_pruned_checkpoint, load_pruned
     if name.startswith(PRESET_PREFIX):
         model, tok = load_preset(name, num_labels, tokenizer, texts)
+    elif is_pruned_checkpoint(name):
+        model, tok = load_pruned(name, num_labels), load_tokenizer(tokenizer or name, False)
     else:
         from transformers import AutoModelForSequenceClassification
         tok = load_tokenizer(tokenizer or name, trust_remote_code)
@@ -38,16 +43,28 @@ def load_model(name: str, num_labels: int = 2, *, tokenizer: str | None = None,
             name, num_labels=num_labels, trust_remote_code=trust_remote_code)
     fix_padding(model, tok)
     adapter_for(model)  # fail early, listing the supported architectures
+    if scratch and not single_head:
+        model = from_scratch(model)
     if single_head:
         model = to_single_head(model, single_head)
     return model, tok
+
+
+def from_scratch(model: nn.Module) -> nn.Module:
+    """The same architecture with every weight freshly initialised (from the global seed)."""
+    from transformers import AutoModelForSequenceClassification
+    return AutoModelForSequenceClassification.from_config(copy.deepcopy(model.config)).to(
+        next(model.parameters()).device)
 
 
 def to_single_head(model: nn.Module, init: str = "pretrained") -> nn.Module:
     """The same network with ONE attention head of full width in every layer.
 
     q/k/v/output projections keep their shapes, so ``init="pretrained"`` reuses the weights
-    unchanged (only the head split, and so the 1/sqrt(d) scale, changes); ``init="random"``
+    unchanged (only the head split, and so the 1/sqrt(d) scale, changes); ``init="scratch"``
+    draws every weight afresh (the architectural comparison, with ``from_scratch`` for the
+    multi-head side: from one seed both draw the same weights, split into 12 heads or one);
+    ``init="random"``
     re-draws the attention projections (normal(0, initializer_range), zero bias) as the seed
     study did. Everything outside attention, classifier included, is copied.
     """
@@ -57,6 +74,8 @@ def to_single_head(model: nn.Module, init: str = "pretrained") -> nn.Module:
     config = copy.deepcopy(model.config)
     config.num_attention_heads = 1
     new = AutoModelForSequenceClassification.from_config(config)
+    if init == "scratch":
+        return new.to(next(model.parameters()).device)
     new.load_state_dict(model.state_dict())
     if init == "random":
         ad, std = adapter_for(new), config.initializer_range

@@ -1,19 +1,34 @@
 """Offline presets: ``preset:tiny-gpt2`` / ``preset:tiny-distilbert`` / ``preset:tiny-bert``.
 
-Small models with several heads per layer, so the CPU demo and the tests run in minutes. Their
-tokenizer is a word-level vocabulary built from the task text, or real vocab files when
-``tokenizer=`` points at them, so they need no network.
+Small models with several heads per layer (4 layers x 4 heads, hidden 64), so the CPU demo and
+the tests run in minutes, with no network.
+
+- ``preset:tiny-<arch>`` is a *pretrained* base, as a hub model is: weights pretrained once with a
+  fixed seed (causal LM for GPT-2, masked LM for DistilBERT and BERT) on a generated corpus in the
+  synthetic task's vocabulary, shipped under ``trials/preset_weights/tiny-<arch>/`` with its
+  word-level tokenizer and made by ``python -m trials.pretrain`` (docs/demo.md). Every seed shares
+  these weights; only the classifier (drawn from the caller's seed), data order and dropout vary.
+- ``preset:tiny-<arch>-random`` is the same architecture randomly initialised from the caller's
+  seed, with a word-level vocabulary built from the task text (``texts``).
+- ``tokenizer=`` (real vocab files, e.g. GPT-2's 50257 tokens) gives the random-init model sized
+  to that vocabulary for either name: pretrained embeddings exist only for the shipped vocabulary.
 """
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 from trials.registry import Registry
 from trials.tokenizers import fix_padding, load_tokenizer, word_tokenizer
 
 PRESET_PREFIX = "preset:"
+RANDOM_SUFFIX = "-random"
 PRESETS = Registry("preset", key="models[].name")   # "preset:<name>" -> Preset
+WEIGHTS_DIR = Path(__file__).resolve().parent / "preset_weights"
+# Above this share of unknown words in the task text the shipped vocabulary does not fit the task.
+MAX_UNKNOWN_SHARE = 0.01
 
 
 @dataclass(frozen=True)
@@ -21,6 +36,13 @@ class Preset:
     config: Callable          # (vocab_size, pad_token_id=, bos_token_id=, eos_token_id=) -> PretrainedConfig
     style: str                # word-tokenizer style: "gpt2" or "bert"
     vocab_only_class: str     # tokenizer class for a ``tokenizer=`` directory of bare vocab files
+    lm_class: str             # the pretraining model class (trials/pretrain.py)
+    objective: str            # "clm" (next word) or "mlm" (masked words)
+    weights: str | None       # folder under WEIGHTS_DIR, or None: random init
+
+    @property
+    def weights_dir(self) -> Path | None:
+        return WEIGHTS_DIR / self.weights if self.weights else None
 
 
 def _gpt2_config(vocab_size, **ids):
@@ -42,9 +64,14 @@ def _bert_config(vocab_size, **ids):
                       pad_token_id=ids["pad_token_id"])
 
 
-PRESETS.add(f"{PRESET_PREFIX}tiny-gpt2", Preset(_gpt2_config, "gpt2", "GPT2Tokenizer"))
-PRESETS.add(f"{PRESET_PREFIX}tiny-distilbert", Preset(_distilbert_config, "bert", "DistilBertTokenizer"))
-PRESETS.add(f"{PRESET_PREFIX}tiny-bert", Preset(_bert_config, "bert", "BertTokenizer"))
+ARCHS = {  # arch -> (config, word-tokenizer style, bare-vocab tokenizer class, LM class, objective)
+    "gpt2": (_gpt2_config, "gpt2", "GPT2Tokenizer", "GPT2LMHeadModel", "clm"),
+    "distilbert": (_distilbert_config, "bert", "DistilBertTokenizer", "DistilBertForMaskedLM", "mlm"),
+    "bert": (_bert_config, "bert", "BertTokenizer", "BertForMaskedLM", "mlm"),
+}
+for _arch, _parts in ARCHS.items():
+    PRESETS.add(f"{PRESET_PREFIX}tiny-{_arch}", Preset(*_parts, weights=f"tiny-{_arch}"))
+    PRESETS.add(f"{PRESET_PREFIX}tiny-{_arch}{RANDOM_SUFFIX}", Preset(*_parts, weights=None))
 
 
 def preset_config(name: str, vocab_size: int = 100):
@@ -53,9 +80,13 @@ def preset_config(name: str, vocab_size: int = 100):
 
 
 def load_preset(name: str, num_labels: int, tokenizer: str | None = None, texts: Iterable[str] | None = None):
-    """(model, tokenizer) of a preset, randomly initialised (seed first)."""
-    from transformers import AutoModelForSequenceClassification
+    """(model, tokenizer) of a preset: the shipped pretrained base with a fresh classifier, or a
+    random init (``-random`` names, or ``tokenizer=``). Seed first: the classifier (and a random
+    init) is drawn from torch's global generator."""
     preset = PRESETS.lookup(name, "name")
+    if preset.weights and not tokenizer:
+        return load_pretrained(preset, num_labels, texts)
+    from transformers import AutoModelForSequenceClassification
     if tokenizer:
         tok = load_tokenizer(tokenizer, False, preset.vocab_only_class)
     else:
@@ -64,8 +95,44 @@ def load_preset(name: str, num_labels: int, tokenizer: str | None = None, texts:
             texts = synthetic_sentiment(2000, seed=0)["sentence"]
         tok = word_tokenizer(texts, preset.style)
     fix_padding(None, tok)
-    ids = dict(pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id or tok.pad_token_id,
-               eos_token_id=tok.eos_token_id or tok.pad_token_id)
-    config = preset.config(len(tok), **ids)
+    config = preset.config(len(tok), **special_ids(tok))
     config.num_labels = num_labels
     return AutoModelForSequenceClassification.from_config(config), tok
+
+
+def special_ids(tok) -> dict:
+    return dict(pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id or tok.pad_token_id,
+                eos_token_id=tok.eos_token_id or tok.pad_token_id)
+
+
+def load_pretrained(preset: Preset, num_labels: int, texts: Iterable[str] | None = None):
+    """The shipped base for sequence classification; only the classifier is newly initialised."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+    path = preset.weights_dir
+    tok = AutoTokenizer.from_pretrained(path)
+    fix_padding(None, tok)
+    if texts is not None:
+        _warn_unknown_words(tok, texts, preset)
+    # The load report ("newly initialized: classifier...", "unused: lm_head...") says what we
+    # intend; a user cannot act on it, so it is silenced for this call only.
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=num_labels)
+    finally:
+        hf_logging.set_verbosity(level)
+    return model, tok
+
+
+def _warn_unknown_words(tok, texts: Iterable[str], preset: Preset) -> None:
+    """Warn when the task text is mostly outside the shipped vocabulary (another data set)."""
+    unk, total = tok.unk_token_id, 0
+    unknown = 0
+    for ids in tok(list(texts)[:2000], add_special_tokens=False)["input_ids"]:
+        total += len(ids)
+        unknown += sum(i == unk for i in ids)
+    if total and unknown / total > MAX_UNKNOWN_SHARE:
+        warnings.warn(f"{unknown / total:.0%} of the task's words are outside the pretrained preset's "
+                      f"vocabulary (the synthetic task's); use '{PRESET_PREFIX}tiny-...{RANDOM_SUFFIX}' "
+                      "or models[].tokenizer for other data", stacklevel=3)

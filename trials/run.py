@@ -11,7 +11,6 @@ trial yields one results row, or several: iterative pruning gives one per K) and
 from __future__ import annotations
 
 import argparse
-import copy
 import functools
 import json
 import os
@@ -22,89 +21,54 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from trials import atomic, layout, provenance
+from trials import atomic, layout
 from trials.adapters import head_layout
-from trials.data import Encoded, eval_loader, load_task, read_split
+from trials.data import Encoded, eval_loader, limit_eval, load_task, read_split
+from trials.efficiency import efficiency
 from trials.errors import UserError
-from trials.gates import masked
-from trials.importance import IMPORTANCE_METHODS, normalize_per_layer
+from trials.importance import IMPORTANCE_METHODS
 from trials.models import load_model
-from trials.schema import TRIAL_IMPORTANCE_COLUMNS, result_row
+from trials.rows import extra_evals_json, importance_frame, load_scores, make_row, write_outputs  # noqa: F401
 from trials.spec import DataSpec, FinetuneSpec, PruneSpec, from_dict, to_dict
-from trials.strategies import choose_heads
+from trials.tokenizers import uses_token_types
 from trials.train import accelerator_scope, evaluate, finetune
 
 
-def _row(spec, heads, removed, metrics, extra) -> dict:
-    """The results row of a trial (trials/schema.py); ``heads`` is the model's HeadLayout."""
-    ft = spec.finetune if isinstance(spec, PruneSpec) else spec
-    total = heads.total
-    return result_row(
-        model=ft.model.label, arch=ft.model.arch, variant=ft.model.variant,
-        arch_init=ft.model.single_head or "",
-        strategy=getattr(spec, "strategy", "none"),
-        k=len(removed), k_fraction=len(removed) / total,
-        k_requested=json.dumps(getattr(spec, "k", 0)),
-        per_layer=bool(getattr(spec, "per_layer", False)),
-        seed=ft.seed, recovery_epochs=float(getattr(spec, "recovery_epochs", 0)),
-        **{k: metrics[k] for k in ("accuracy", "f1", "loss", "n_eval")},
-        heads_total=total, heads_kept=total - len(removed),
-        heads_removed=json.dumps([list(h) for h in removed]),
-        trial_key=spec.key, spec_key=spec.key, stage_a_key=ft.key, stage=spec.stage,
-        eval_seconds=metrics.get("eval_seconds", 0.0),
-        config=json.dumps(to_dict(spec), sort_keys=True),
-        **provenance.info(), **extra,
-    )
-
-
-def importance_frame(raw: torch.Tensor, method: str) -> pd.DataFrame:
-    """One trial's importance table (TRIAL_IMPORTANCE_COLUMNS) for one method."""
-    norm = normalize_per_layer(raw)
-    n_layers, n_heads = raw.shape
-    return pd.DataFrame({
-        "method": method,
-        "layer": [l for l in range(n_layers) for _ in range(n_heads)],
-        "head": [h for _ in range(n_layers) for h in range(n_heads)],
-        "score": norm.reshape(-1).numpy(), "score_raw": raw.reshape(-1).numpy(),
-    })[TRIAL_IMPORTANCE_COLUMNS]
-
-
-def write_outputs(out_dir: Path, rows_and_predictions: list[tuple[dict, pd.DataFrame]]) -> list[dict]:
-    """Each row's predictions, then ``result.json`` last (its presence means the trial is done)."""
-    for row, preds in rows_and_predictions:
-        atomic.write_parquet(Path(out_dir) / layout.predictions_file(row["trial_key"]), preds)
-    rows = [row for row, _ in rows_and_predictions]
-    atomic.write_json(Path(out_dir) / layout.RESULT, {"rows": rows})
-    return rows
-
-
 def run_finetune(spec: FinetuneSpec, out_dir: Path, progress: bool = False) -> list[dict]:
-    """Stage A: fine-tune, evaluate unpruned, compute importance, save the checkpoint."""
+    """Stage A: fine-tune, evaluate unpruned (and on the extra evaluation splits), compute every
+    importance method of the spec, save the checkpoint."""
     from accelerate.utils import set_seed
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     task = load_task(spec.data, spec.importance.examples)
     set_seed(spec.seed)  # before the model: the seed fixes the classifier initialisation too
     m = spec.model
-    model, tok = load_model(m.name, task.num_labels, tokenizer=m.tokenizer, texts=task.train["text"],
-                            single_head=m.single_head, trust_remote_code=m.trust_remote_code)
+    texts = list(task.train["text"]) + (list(task.train["text_pair"]) if "text_pair" in task.train else [])
+    model, tok = load_model(m.name, task.num_labels, tokenizer=m.tokenizer, texts=texts,
+                            single_head=m.single_head, trust_remote_code=m.trust_remote_code, scratch=m.scratch)
     heads = head_layout(model)
-    max_len = spec.data.max_length
+    max_len, types = spec.data.max_length, uses_token_types(model)
+
+    def enc(df):
+        return Encoded(df, tok, max_len, token_types=types)
+
     with accelerator_scope(spec.train.mixed_precision) as acc:
-        train_stats = finetune(model, Encoded(task.train, tok, max_len), tok.pad_token_id, spec.train,
-                               acc, spec.seed, progress=progress)
-        metrics, preds = evaluate(model, Encoded(task.eval, tok, max_len), tok.pad_token_id, acc,
-                                  spec.train.eval_batch_size)
+        train_stats = finetune(model, enc(task.train), tok.pad_token_id, spec.train, acc, spec.seed,
+                               progress=progress)
+        metrics, preds = evaluate(model, enc(task.eval), tok.pad_token_id, acc, spec.train.eval_batch_size)
+        others = {split: evaluate(model, enc(df), tok.pad_token_id, acc, spec.train.eval_batch_size)[0]
+                  for split, df in (task.extra or {}).items()}
         model = acc.unwrap_model(model, keep_fp32_wrapper=False)
         t0 = time.perf_counter()
-        imp_batches = eval_loader(Encoded(task.importance, tok, max_len), tok.pad_token_id,
-                                  spec.importance.batch_size)
-        score = IMPORTANCE_METHODS[spec.importance.method]
-        raw = score(model, imp_batches) if len(task.importance) else torch.zeros(
-            heads.n_layers, heads.n_heads)
+        imp_batches = eval_loader(enc(task.importance), tok.pad_token_id, spec.importance.batch_size)
+        frames = []
+        for method in spec.importance.method:
+            raw = IMPORTANCE_METHODS[method](model, imp_batches) if len(task.importance) else torch.zeros(
+                heads.n_layers, heads.n_heads)
+            frames.append(importance_frame(raw, method))
         imp_seconds = time.perf_counter() - t0
         mixed = acc.mixed_precision
-    imp = importance_frame(raw, spec.importance.method)
+    imp = pd.concat(frames, ignore_index=True)
     ckpt = out_dir / layout.CHECKPOINT
     tmp = out_dir / f".{layout.CHECKPOINT}.tmp"
     model.save_pretrained(tmp, safe_serialization=True)
@@ -116,50 +80,31 @@ def run_finetune(spec: FinetuneSpec, out_dir: Path, progress: bool = False) -> l
         shutil.rmtree(ckpt)
     os.replace(tmp, ckpt)
     atomic.write_parquet(out_dir / layout.TRIAL_IMPORTANCE, imp)
-    row = _row(spec, heads, [], metrics, {**train_stats, "importance_seconds": imp_seconds,
-                                          "importance_examples": len(task.importance),
-                                          "importance_method": spec.importance.method,
-                                          "mixed_precision": mixed})
+    row = make_row(spec, heads, [], metrics, {
+        **train_stats, **efficiency(model, []), "extra_evals": extra_evals_json(others),
+        "importance_seconds": imp_seconds, "importance_examples": len(task.importance),
+        "importance_method": spec.importance.method[0], "mixed_precision": mixed})
     return write_outputs(out_dir, [(row, preds)])
 
 
-def load_scores(checkpoint_dir: Path, normalized: bool, method: str | None = None) -> torch.Tensor:
-    """[n_layers, n_heads] scores of ``method`` (default: the only or first one) saved beside
-    the checkpoint."""
-    imp = pd.read_parquet(Path(checkpoint_dir) / layout.CKPT_IMPORTANCE)
-    if "method" in imp.columns:
-        imp = imp[imp["method"] == (method or imp["method"].iloc[0])]
-    col = "score" if normalized else "score_raw"
-    grid = imp.pivot(index="layer", columns="head", values=col).sort_index().sort_index(axis=1)
-    return torch.tensor(grid.to_numpy(dtype="float64", copy=True))  # [n_layers, n_heads]
-
-
 def run_prune(spec: PruneSpec, checkpoint_dir: Path, out_dir: Path, progress: bool = False) -> list[dict]:
-    """Stage B: load the stage-A checkpoint, remove heads, optionally recover, evaluate."""
+    """Stage B: load the stage-A checkpoint, remove heads (one set, or one per layer / per
+    iterative step), optionally recover, evaluate each (trials/stage_b.py)."""
     from accelerate.utils import set_seed
+
+    from trials import stage_b
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     ft = spec.finetune
     set_seed(ft.seed)
     model, tok = cached_checkpoint(str(checkpoint_dir), ft.data.num_labels)
-    if spec.recovery_epochs:
-        model = copy.deepcopy(model)  # recovery trains it; the cached copy must stay as saved
-    heads = head_layout(model)
-    scores = load_scores(checkpoint_dir, ft.importance.normalize_per_layer)
-    removed = choose_heads(spec.strategy, scores, spec.k, per_layer=spec.per_layer, seed=ft.seed)
-    extra = {}
-    with accelerator_scope(ft.train.mixed_precision) as acc, masked(model, removed):
-        if spec.recovery_epochs:
-            task = load_task(ft.data, ft.importance.examples)
-            extra = finetune(model, Encoded(task.train, tok, ft.data.max_length), tok.pad_token_id,
-                             ft.train, acc, ft.seed, epochs=spec.recovery_epochs, progress=progress)
-            encoded = Encoded(task.eval, tok, ft.data.max_length)
-        else:
-            encoded = cached_eval_split(str(checkpoint_dir), ft.data)
-        metrics, preds = evaluate(model, encoded, tok.pad_token_id, acc, ft.train.eval_batch_size)
-        extra["mixed_precision"] = acc.mixed_precision
-    row = _row(spec, heads, removed, metrics, {**extra, "importance_method": ft.importance.method})
-    return write_outputs(out_dir, [(row, preds)])
+    scores = stage_b.ranking(spec, checkpoint_dir)
+    eval_sets = {"": cached_eval_split(str(checkpoint_dir), ft.data)}
+    eval_sets |= {split: cached_eval_split(str(checkpoint_dir), ft.data, split) for split in ft.data.extra_eval}
+    with accelerator_scope(ft.train.mixed_precision) as acc:
+        trial = stage_b.Trial(spec, model, tok, acc, out_dir, eval_sets, progress)
+        rows = stage_b.run(trial, scores)
+    return write_outputs(out_dir, rows)
 
 
 # Stage-B trials of one checkpoint run back to back in a reused Ray worker: load the checkpoint and
@@ -175,15 +120,16 @@ def cached_checkpoint(path: str, num_labels: int):
     return _cached_checkpoint(path, _mtime(path), num_labels)
 
 
-@functools.lru_cache(maxsize=2)
-def _cached_eval(path: str, mtime: float, data: DataSpec) -> Encoded:
-    _, tok = _cached_checkpoint(path, mtime, data.num_labels)
-    ev = read_split(data, "eval")
-    return Encoded(ev.iloc[: data.eval_limit] if data.eval_limit else ev, tok, data.max_length)
+@functools.lru_cache(maxsize=4)
+def _cached_eval(path: str, mtime: float, data: DataSpec, split: str | None) -> Encoded:
+    model, tok = _cached_checkpoint(path, mtime, data.num_labels)
+    ev = read_split(data, "eval") if split is None else read_split(data, "extra_eval", split)
+    return Encoded(limit_eval(ev, data), tok, data.max_length, token_types=uses_token_types(model))
 
 
-def cached_eval_split(path: str, data: DataSpec) -> Encoded:
-    return _cached_eval(path, _mtime(path), data)
+def cached_eval_split(path: str, data: DataSpec, split: str | None = None) -> Encoded:
+    """The evaluation split (or the extra evaluation ``split``), tokenised once per worker."""
+    return _cached_eval(path, _mtime(path), data, split)
 
 
 def _mtime(path: str) -> float:

@@ -92,8 +92,18 @@ VARYING_COLUMNS = tuple(c.name for c in RESULT_COLUMNS if c.varies)
 RESULTS_SORT = ["model", "arch", "strategy", "recovery_epochs", "k", "seed", "trial_key"]
 METRIC_COLUMNS = ("accuracy", "f1", "mcc", "pearson", "spearman", "loss")
 
-# A condition is everything that defines a group of trials except the seed.
-CONDITION = ["model", "variant", "arch", "strategy", "per_layer", "k", "recovery_epochs"]
+# A condition is everything that defines a group of trials except the seed (and the random-K
+# draw, which the analysis averages within a seed). "task" is not a results column: the analysis
+# adds it (the sweep's data.source) so that several sweeps on different tasks can be combined.
+CONDITION = ["task", "model", "variant", "arch", "arch_init", "importance_method", "strategy", "per_layer",
+             "k", "layer", "recovery_epochs"]
+
+# The range of each metric: intervals for a mean stay inside it, and those for a difference
+# inside (lo - hi, hi - lo); figure axes never leave it.
+METRIC_RANGES = {"accuracy": (0.0, 1.0), "f1": (0.0, 1.0), "mcc": (-1.0, 1.0), "pearson": (-1.0, 1.0),
+                 "spearman": (-1.0, 1.0), "loss": (0.0, float("inf"))}
+# Metrics that are a mean of per-example correctness: only these have per-example tests.
+CORRECTNESS_METRICS = ("accuracy",)
 
 
 def result_row(**values) -> dict:
@@ -110,13 +120,14 @@ TRIAL_IMPORTANCE_COLUMNS = ["method", "layer", "head", "score", "score_raw"]   #
 PREDICTION_COLUMNS = ["example_id", "label", "pred", "correct", "prob"]
 
 STATS_COLUMNS = [
-    "comparison_id", "family", "model", "group_a", "group_b", "variant_a", "strategy_a", "variant_b",
-    "strategy_b", "arch_b", "k", "k_fraction", "per_layer", "recovery_epochs", "metric", "level", "test",
-    "primary", "n", "n_seeds", "n_examples", "mean_a", "mean_b", "difference", "ci_low", "ci_high",
-    "effect_size", "effect_size_name", "statistic", "p", "p_adjusted", "family_size", "significant",
-    "n01", "n10", "note",
+    "comparison_id", "family", "task", "model", "group_a", "group_b", "variant_a", "strategy_a", "variant_b",
+    "strategy_b", "arch_b", "arch_init_b", "importance_method", "k", "k_fraction", "per_layer", "layer",
+    "recovery_epochs", "metric", "level", "test", "primary", "n", "n_seeds", "n_examples", "n_draws", "mean_a",
+    "mean_b", "difference", "ci_low", "ci_high", "ci_kind", "sim_ci_low", "sim_ci_high", "sim_ci_kind",
+    "effect_size", "effect_size_name", "statistic", "df", "p", "p_adjusted", "family_size", "significant", "note",
 ]
-SUMMARY_COLUMNS = CONDITION + ["k_fraction", "metric", "n", "mean", "std", "sem", "ci_low", "ci_high", "seeds"]
+SUMMARY_COLUMNS = CONDITION + ["k_fraction", "metric", "eval_split", "extra_eval", "n", "mean", "std", "sem",
+                               "ci_low", "ci_high", "interval", "n_draws", "draw_sd", "seeds", "note"]
 
 # ---------------------------------------------------------------------------- strategies
 # Reading order everywhere (tables, reports, figure legends); trials.strategies registers these.

@@ -25,7 +25,10 @@ from typing import Any
 
 # Allowed values, used by the specs, the trials and the sweep-file validation alike.
 PRECISIONS = ("auto", "no", "fp16", "bf16")
-SINGLE_HEAD_INITS = ("pretrained", "random")
+# One-head architecture: heads merged from the same weights, attention re-drawn, or both the
+# multi-head and the one-head model trained from scratch (docs/experiments.md).
+SINGLE_HEAD_INITS = ("pretrained", "random", "scratch")
+REGRESSION_METRICS = ("pearson", "spearman")   # num_labels 1, MSE loss
 
 
 def num(default, **rule):
@@ -37,8 +40,14 @@ def flag(default: bool):
     return field(default=default, metadata={"kind": "bool"})
 
 
-def text(default, *, choices: tuple | None = None):
-    return field(default=default, metadata={"kind": "str", "choices": choices})
+def text(default, *, choices: tuple | None = None, allow_none: bool = False):
+    return field(default=default, metadata={"kind": "str", "choices": choices, "allow_none": allow_none})
+
+
+def names(default: tuple[str, ...]):
+    """A key that takes one name or a list of names (``method: gradient`` or ``[gradient,
+    ablation]``); held as a tuple. Which names exist is checked against a registry."""
+    return field(default=default, metadata={"kind": "names"})
 
 
 def internal(default):
@@ -53,6 +62,7 @@ class ModelSpec:
     tokenizer: str | None = None    # optional tokenizer path/id (presets: real vocab files)
     single_head: str | None = internal(None)  # None, or a SINGLE_HEAD_INITS value: the one-head variant
     trust_remote_code: bool = False
+    scratch: bool = internal(False)  # multi-head, every weight drawn from the config (init: scratch)
 
     def __post_init__(self):
         if not self.label:
@@ -60,8 +70,16 @@ class ModelSpec:
 
     @property
     def variant(self) -> str:
-        """Name of this model variant: the label, plus ``-1head`` for the one-head architecture."""
-        return f"{self.label}-1head" if self.single_head else self.label
+        """Name of this model variant: the label, plus ``-1head`` for the one-head architecture or
+        ``-scratch`` for the multi-head model trained from scratch."""
+        if self.single_head:
+            return f"{self.label}-1head"
+        return f"{self.label}-scratch" if self.scratch else self.label
+
+    @property
+    def init(self) -> str:
+        """How the variant's weights start: the one-head init, ``scratch``, or "" (as loaded)."""
+        return self.single_head or ("scratch" if self.scratch else "")
 
     @property
     def arch(self) -> str:
@@ -74,11 +92,13 @@ class DataSpec:
     train: str = text("train")
     eval: str = text("validation")
     text_column: str = text("sentence")
+    text_pair_column: str | None = text(None, allow_none=True)  # second text of a sentence-pair task
     label_column: str = text("label")
     max_length: int = num(128, integer=True, lo=2, hi=8192)
     train_limit: int | None = num(None, integer=True, lo=1, allow_none=True)
     eval_limit: int | None = num(None, integer=True, lo=1, allow_none=True)
-    num_labels: int = num(2, integer=True, lo=2)
+    num_labels: int = num(2, integer=True, lo=1)     # 1: regression (metric pearson/spearman)
+    extra_eval: tuple[str, ...] = names(())            # further evaluation splits (MNLI mismatched)
     drop_invalid: bool = flag(False)    # drop rows with empty text / missing labels instead of refusing
     synthetic_size: int = num(4000, integer=True, lo=50)  # train rows of the synthetic set (eval: a quarter)
 
@@ -101,7 +121,14 @@ class ImportanceSpec:
     examples: int = num(2000, integer=True, lo=1)  # held-out training examples used for importance
     normalize_per_layer: bool = flag(True)
     batch_size: int = num(32, integer=True, lo=1)
-    method: str = text("gradient")   # a name in trials.importance.IMPORTANCE_METHODS (checked there)
+    # names in trials.importance.IMPORTANCE_METHODS; several = a grid factor on one fine-tune
+    method: tuple[str, ...] = names(("gradient",))
+
+
+@dataclass(frozen=True)
+class IterativeSpec:
+    """``iterative: {step: 0.1}``: the fraction of all heads removed per step (strategy iterative)."""
+    step: float = num(0.1, lo=0, lo_open=True, hi=1, hi_open=True)
 
 
 class _Keyed:
@@ -120,6 +147,7 @@ class FinetuneSpec(_Keyed):
     train: TrainSpec
     importance: ImportanceSpec
     seed: int
+    metric: str = "accuracy"        # the sweep's primary metric (trials.metrics.METRICS)
     stage: str = field(default="A", init=False)
 
     @property
@@ -129,12 +157,18 @@ class FinetuneSpec(_Keyed):
 
 @dataclass(frozen=True)
 class PruneSpec(_Keyed):
-    """Stage B: one (model, strategy, K, seed, recovery_epochs) evaluated on a stage-A checkpoint."""
+    """Stage B: one (model, strategy, K, seed, recovery_epochs[, method, draw]) evaluated on a
+    stage-A checkpoint. ``layer-single-head`` and ``iterative`` trials yield several rows."""
     finetune: FinetuneSpec
     strategy: str
     k: int | float                  # int = heads, float in (0, 1) = fraction (of all heads, or per layer)
     per_layer: bool = False
     recovery_epochs: float = 0
+    importance_method: str = "gradient"   # which of the stage-A methods ranks the heads
+    draw: int | None = None               # random: the draw index (its own seed from (seed, draw))
+    iterative_step: float | None = None   # iterative: fraction of all heads removed per step
+    measure_speed: bool = False           # latency of the physically pruned model vs the unpruned
+    save_pruned: bool = False             # save the physically pruned model (HF format)
     stage: str = field(default="B", init=False)
 
     @property
@@ -168,20 +202,26 @@ def row_key(spec: Any, discriminator: str) -> str:
 
 
 def _build(cls, d: dict):
-    names = {f.name for f in dataclasses.fields(cls) if f.init}
-    return cls(**{k: v for k, v in d.items() if k in names})
+    """``cls`` from a dict: unknown keys are ignored, lists (JSON has no tuples) and a single name
+    given to a ``names`` field become tuples, so the spec, its hash and its key round-trip."""
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    out = {}
+    for k, v in d.items():
+        if k not in fields:
+            continue
+        if fields[k].metadata.get("kind") == "names" and isinstance(v, str):
+            v = (v,)
+        out[k] = tuple(v) if isinstance(v, list) else v
+    return cls(**out)
 
 
 def from_dict(d: dict) -> FinetuneSpec | PruneSpec:
     """Inverse of ``to_dict`` for both stages."""
     if d.get("stage") == "B" or "finetune" in d:
-        return PruneSpec(
-            finetune=from_dict(d["finetune"]),
-            strategy=d["strategy"], k=d["k"], per_layer=d.get("per_layer", False),
-            recovery_epochs=d.get("recovery_epochs", 0),
-        )
+        rest = {k: v for k, v in d.items() if k not in ("finetune", "stage")}
+        return _build(PruneSpec, {**rest, "finetune": from_dict(d["finetune"])})
     return FinetuneSpec(
         model=_build(ModelSpec, d["model"]), data=_build(DataSpec, d["data"]),
         train=_build(TrainSpec, d["train"]), importance=_build(ImportanceSpec, d["importance"]),
-        seed=int(d["seed"]),
+        seed=int(d["seed"]), metric=d.get("metric", "accuracy"),
     )

@@ -2,7 +2,11 @@
 
 K always counts heads removed; ``resolve_k`` turns an integer or a fraction into a count, of all
 heads (global) or of each layer's heads (``per_layer``). Ties are broken by (layer, head) order,
-so every strategy is deterministic; ``random`` depends only on the seed.
+so every strategy is deterministic; ``random`` depends only on the seed (and the draw).
+
+Two strategies yield several removal sets, one results row each: ``layer-single-head`` (one set
+per layer: ``layer_sets``) and ``iterative`` (one per step, re-scored in between:
+trials/iterative.py, which calls ``remove_least`` at every step). ``MULTI_ROW`` names them.
 """
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ from trials.schema import REMOVAL_STRATEGIES
 
 Head = tuple[int, int]
 STRATEGIES = Registry("strategy", key="strategies")
+MULTI_ROW = ("layer-single-head", "iterative")
 
 
 def k_problem(k) -> str | None:
@@ -81,10 +86,17 @@ def remove_bottom(scores, k, per_layer=False, seed=0):
     return _pick(scores, k, per_layer, descending=False)
 
 
+def draw_rng(seed: int, draw: int | None = None) -> np.random.Generator:
+    """The generator of random-K draw ``draw`` of a seed: independent streams per (seed, draw)
+    (numpy's SeedSequence of both numbers); ``draw=None`` is the seed's own stream."""
+    return np.random.default_rng(seed if draw is None else [seed, draw])
+
+
 @STRATEGIES.register("random")
-def remove_random(scores, k, per_layer=False, seed=0):
-    """K heads drawn with the trial's seed; prefixes of one permutation, so sets nest as K grows."""
-    rng = np.random.default_rng(seed)
+def remove_random(scores, k, per_layer=False, seed=0, draw=None):
+    """K heads drawn with the trial's seed (and draw); prefixes of one permutation, so the sets
+    of one draw nest as K grows."""
+    rng = draw_rng(seed, draw)
     n_layers, n_heads = scores.shape
     if per_layer:
         return sorted((layer, int(h)) for layer in range(n_layers) for h in rng.permutation(n_heads)[:k])
@@ -96,13 +108,55 @@ def keep_one_per_layer(scores, k=None, per_layer=False, seed=0):
     """Keep only the most important head of every layer (remove all others)."""
     n_layers, n_heads = scores.shape
     return sorted((layer, h) for layer in range(n_layers)
-                  for h in range(n_heads) if h != int(_order(scores[layer:layer + 1], True)[0]))
+                  for h in range(n_heads) if h != _top_head(scores, layer))
 
 
-def choose_heads(strategy: str, scores, k=0, *, per_layer: bool = False, seed: int = 0) -> list[Head]:
-    """(layer, head) pairs to remove. ``scores``: [n_layers, n_heads] array or tensor."""
-    choose = STRATEGIES.lookup(strategy, "strategy")
-    scores = np.asarray(scores.detach().cpu() if hasattr(scores, "detach") else scores, dtype=np.float64)
+def _top_head(scores: np.ndarray, layer: int) -> int:
+    return int(_order(scores[layer:layer + 1], True)[0])
+
+
+@STRATEGIES.register("layer-single-head")
+def layer_sets(scores, k=None, per_layer=False, seed=0) -> list[list[Head]]:
+    """One removal set per layer l: every head of l but its most important; other layers intact
+    (Michel et al. Table 2). ``single-head`` does this to every layer at once."""
+    scores = _array(scores)
     n_layers, n_heads = scores.shape
-    k_count = resolve_k(k, n_layers, n_heads, per_layer) if strategy in REMOVAL_STRATEGIES else 0
+    return [[(layer, h) for h in range(n_heads) if h != _top_head(scores, layer)] for layer in range(n_layers)]
+
+
+@STRATEGIES.register("iterative")
+def remove_least(scores, k, per_layer=False, seed=0, removed=()) -> list[Head]:
+    """One iterative step: ``removed`` plus the ``k`` least important heads not yet removed
+    (ties by (layer, head)). trials/iterative.py re-scores between steps."""
+    scores = _array(scores)
+    n_heads = scores.shape[1]
+    gone = {tuple(h) for h in removed}
+    fresh = [divmod(int(i), n_heads) for i in _order(scores, descending=False)
+             if divmod(int(i), n_heads) not in gone][:k]
+    return sorted(gone | set(fresh))
+
+
+def step_count(step: float, total: int) -> int:
+    """Heads one iterative step removes: ``step`` of all heads, rounded half up, at least one."""
+    return max(1, math.floor(step * total + 0.5))
+
+
+def _array(scores) -> np.ndarray:
+    return np.asarray(scores.detach().cpu() if hasattr(scores, "detach") else scores, dtype=np.float64)
+
+
+def choose_heads(strategy: str, scores, k=0, *, per_layer: bool = False, seed: int = 0,
+                 draw: int | None = None) -> list[Head]:
+    """(layer, head) pairs to remove. ``scores``: [n_layers, n_heads] array or tensor, higher =
+    more important. For ``iterative`` this is its first step (K heads); ``layer-single-head``
+    yields one set per layer (``layer_sets``)."""
+    choose = STRATEGIES.lookup(strategy, "strategy")
+    if strategy == "layer-single-head":
+        raise ValueError("layer-single-head yields one removal set per layer: use layer_sets")
+    scores = _array(scores)
+    n_layers, n_heads = scores.shape
+    counted = strategy in REMOVAL_STRATEGIES or strategy == "iterative"
+    k_count = resolve_k(k, n_layers, n_heads, per_layer and strategy != "iterative") if counted else 0
+    if strategy == "random":
+        return choose(scores, k_count, per_layer=per_layer, seed=seed, draw=draw)
     return choose(scores, k_count, per_layer=per_layer, seed=seed)

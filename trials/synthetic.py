@@ -1,10 +1,17 @@
-"""A generated sentiment task for the offline demo and tests: learnable, but not by word counts.
+"""A generated sentiment task for the offline demo and tests: learnable, but not by word counts,
+and the generated corpus the tiny presets were pretrained on (trials/pretrain.py).
 
 Sentences are built from clauses ("the plot is not very clever"). A clause's polarity is its
 adjective's, flipped by negation; intensifiers and fillers change nothing. Two-clause sentences
 are either contrasts ("A but B", "although A, B": the second clause decides) or agreements
 ("A and B", same polarity). A bag-of-words model cannot read negation or which side of "but" a
 word is on, so getting far past ~75% needs attention to word order.
+
+The pretraining corpus (``review_corpus``) is unlabelled "reviews" in the same vocabulary: a few
+such sentences of one polarity, often closed by a verdict ("loved it ."). Predicting the verdict
+(the next word, or a masked one) needs the same structure the task does (which adjective a
+negation flips, which side of "but" counts), so the pretrained heads specialise on it, as a hub
+model's heads do on real text; no task label is ever seen.
 """
 from __future__ import annotations
 
@@ -39,23 +46,70 @@ def _clause(rng: np.random.Generator, polarity: int | None = None) -> tuple[str,
     return " ".join(words), want
 
 
+def _sentence(rng: np.random.Generator, label: int | None = None) -> tuple[str, int]:
+    """One task sentence and its label; ``label`` forces the meaning (the corpus uses that)."""
+    kind = rng.random()
+    if kind < 0.45:                                   # one clause
+        text, label = _clause(rng, label)
+    elif kind < 0.80:                                 # contrast: the second clause decides
+        if label is None:
+            a, pa = _clause(rng)
+            b, label = _clause(rng, polarity=1 - pa)
+        else:
+            a, _ = _clause(rng, polarity=1 - label)
+            b, _ = _clause(rng, polarity=label)
+        text = f"{a} , but {b}" if rng.random() < 0.6 else f"although {a} , {b}"
+    else:                                             # agreement
+        a, label = _clause(rng, label)
+        b, _ = _clause(rng, polarity=label)
+        text = f"{a} and {b}"
+    if rng.random() < 0.2:
+        text = f"{FILLERS[rng.integers(len(FILLERS))]} {text}"
+    return text + " .", label
+
+
 def synthetic_sentiment(n: int, seed: int = 0) -> pd.DataFrame:
     """``n`` rows with columns ``sentence`` and ``label`` (0 negative, 1 positive), seeded."""
     rng = np.random.default_rng(seed)
-    rows = []
-    for _ in range(n):
-        kind = rng.random()
-        if kind < 0.45:                                   # one clause
-            text, label = _clause(rng)
-        elif kind < 0.80:                                 # contrast: the second clause decides
-            a, pa = _clause(rng)
-            b, label = _clause(rng, polarity=1 - pa)
-            text = f"{a} , but {b}" if rng.random() < 0.6 else f"although {a} , {b}"
-        else:                                             # agreement
-            a, label = _clause(rng)
-            b, _ = _clause(rng, polarity=label)
-            text = f"{a} and {b}"
-        if rng.random() < 0.2:
-            text = f"{FILLERS[rng.integers(len(FILLERS))]} {text}"
-        rows.append((text + " .", label))
+    rows = [_sentence(rng) for _ in range(n)]
     return pd.DataFrame(rows, columns=["sentence", "label"])
+
+
+# ---------------------------------------------------------------------------- pretraining corpus
+
+# A verdict is "<verb> it ." with a verb of the review's polarity, words the task never uses.
+# What it closes is the task's question: the word after a review's last "." (the causal LM) or a
+# masked verb (the masked LM) is predictable only from that sentence's polarity.
+VERDICT_VERBS = {1: ["loved", "enjoyed", "liked", "recommend"], 0: ["hated", "disliked", "regretted", "avoid"]}
+OFF_POLARITY = 0.1       # share of a review's earlier sentences against its polarity (mixed reviews)
+VERDICT_SHARE = 0.6      # share of reviews that end with a verdict
+
+
+def verdict(rng: np.random.Generator, polarity: int) -> str:
+    verbs = VERDICT_VERBS[polarity]
+    return f"{verbs[rng.integers(len(verbs))]} it ."
+
+
+def review_corpus(n: int, seed: int) -> list[str]:
+    """``n`` unlabelled reviews: 1-3 task-grammar sentences of the review's polarity (earlier
+    ones sometimes against it), often closed by a verdict that agrees with the last sentence.
+    Deterministic in ``seed``."""
+    rng = np.random.default_rng(seed)
+    docs = []
+    for _ in range(n):
+        polarity = int(rng.integers(2))
+        count = int(rng.integers(1, 4))
+        sentences = [_sentence(rng, polarity ^ int(i < count - 1 and rng.random() < OFF_POLARITY))[0]
+                     for i in range(count)]
+        if rng.random() < VERDICT_SHARE:
+            sentences.append(verdict(rng, polarity))
+        docs.append(" ".join(sentences))
+    return docs
+
+
+def lexicon() -> list[str]:
+    """Every word and punctuation mark the task and the corpus can produce (the vocabulary the
+    presets' tokenizer must cover)."""
+    phrases = (SUBJECTS + VERBS + POSITIVE + NEGATIVE + NEGATIONS + INTENSIFIERS + FILLERS
+               + ["but", "although", "and", ",", ".", "it"] + VERDICT_VERBS[0] + VERDICT_VERBS[1])
+    return sorted({w for p in phrases for w in p.split()})

@@ -11,14 +11,14 @@ import math
 import time
 import warnings
 
+import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 
 from trials.data import Encoded, eval_loader, train_loader
 from trials.errors import UserError
 from trials.importance import model_inputs
-from trials.metrics import macro_f1
+from trials.metrics import compute, task_loss
 from trials.spec import PRECISIONS, TrainSpec
 
 
@@ -136,7 +136,9 @@ def _adamw(params, lr: float, device) -> torch.optim.Optimizer:
 
 @torch.no_grad()
 def evaluate(model, data: Encoded, pad_id: int, accelerator, batch_size: int = 128) -> tuple[dict, pd.DataFrame]:
-    """Accuracy, macro F1, mean loss, and per-example predictions (in example_id order)."""
+    """Every applicable metric (trials.metrics.compute), mean loss, and per-example predictions
+    (in example_id order). Regression (one output): ``pred`` is the predicted value and
+    ``correct`` / ``prob`` are missing."""
     loader = accelerator.prepare(eval_loader(data, pad_id, batch_size))
     # Not prepare(model): that would patch the model's forward in place (autocast), and stage B
     # reuses one loaded checkpoint across trials. Move it and autocast here instead.
@@ -149,16 +151,23 @@ def evaluate(model, data: Encoded, pad_id: int, accelerator, batch_size: int = 1
         logits, labels, ids = accelerator.gather_for_metrics((logits, batch["labels"], batch["example_id"]))
         logits_all.append(logits.cpu()), labels_all.append(labels.cpu()), ids_all.append(ids.cpu())
     logits, labels, ids = torch.cat(logits_all), torch.cat(labels_all), torch.cat(ids_all)
-    probs = logits.softmax(-1)
-    pred = probs.argmax(-1)
+    n_out = logits.shape[-1]
+    if n_out == 1:                                   # regression
+        pred = logits[:, 0]
+        correct = pd.array([pd.NA] * len(pred), dtype="boolean")
+        prob = np.full(len(pred), np.nan)
+    else:
+        probs = logits.softmax(-1)
+        pred = probs.argmax(-1)
+        correct = (pred == labels).numpy()
+        prob = probs.gather(1, pred[:, None])[:, 0].numpy()
     preds = pd.DataFrame({
         "example_id": ids.numpy(), "label": labels.numpy(), "pred": pred.numpy(),
-        "correct": (pred == labels).numpy(), "prob": probs.gather(1, pred[:, None])[:, 0].numpy(),
+        "correct": correct, "prob": prob,
     }).sort_values("example_id", kind="stable").reset_index(drop=True)
     metrics = {
-        "accuracy": float(preds["correct"].mean()),
-        "f1": macro_f1(preds["label"].to_numpy(), preds["pred"].to_numpy(), logits.shape[-1]),
-        "loss": float(F.cross_entropy(logits, labels)),
+        **compute(preds["label"].to_numpy(), preds["pred"].to_numpy(), n_out),
+        "loss": float(task_loss(logits, labels)),
         "n_eval": int(len(preds)),
         "eval_seconds": time.perf_counter() - t0,
     }

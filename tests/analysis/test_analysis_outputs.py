@@ -16,18 +16,24 @@ from analysis.__main__ import main
 from analysis.synthetic import make_sweep_dir
 
 REQUIRED_STATS = ["family", "model", "group_a", "group_b", "recovery_epochs", "n", "difference", "ci_low",
-                  "ci_high", "effect_size", "test", "p", "p_adjusted"]
+                  "ci_high", "ci_kind", "sim_ci_low", "sim_ci_high", "effect_size", "test", "p", "p_adjusted"]
+FULL_FIGURES = ["gap_vs_k", "importance_heatmaps", "metric_vs_k", "rank_stability", "single_vs_multi"]
 
 
 def test_analyze_returns_the_contract_paths(analyzed, full_sweep):
-    assert {"notebook", "report", "stats", "figures"} <= set(analyzed)
+    from PIL import Image
+
+    assert {"notebook", "report", "stats", "figures", "summary"} <= set(analyzed)
     out = full_sweep / "analysis"
     assert analyzed["notebook"] == out / "analysis.ipynb" and analyzed["report"] == out / "report.md"
     assert analyzed["stats"] == out / "stats.csv" and analyzed["figures"] == out / "figures"
-    pngs = sorted(p.name for p in analyzed["figures"].glob("*.png"))
-    assert pngs == ["accuracy_vs_k.png", "importance_heatmaps.png", "rank_stability.png", "single_vs_multi.png"]
+    assert sorted(p.stem for p in analyzed["figures"].glob("*.png")) == FULL_FIGURES
+    assert sorted(p.stem for p in analyzed["figures"].glob("*.pdf")) == FULL_FIGURES   # a PDF beside every PNG
     for p in analyzed["figures"].glob("*.png"):
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert min(Image.open(p).info["dpi"]) >= 149.9
+    for p in analyzed["figures"].glob("*.pdf"):
+        assert p.read_bytes()[:5] == b"%PDF-"
     assert not list(out.rglob("*.tmp"))  # atomic writes leave no temp files behind
 
 
@@ -38,34 +44,50 @@ def test_notebook_executed_with_figures_and_no_errors(analyzed):
     assert not [o for o in outputs if o.output_type == "error"]
     assert all(c.execution_count for c in code)
     images = [o for o in outputs if "image/png" in o.get("data", {})]
-    assert len(images) == 4
+    assert len(images) == len(FULL_FIGURES)
     assert nb.metadata.kernelspec.name == "python3"
 
 
-def test_notebook_structure(analyzed, full_sweep):
+def test_notebook_reads_the_tables_it_shows(analyzed, full_sweep):
+    """One source of numbers: the notebook reads stats.csv / summary.csv / report.md, it computes none."""
     nb = nbformat.read(analyzed["notebook"], as_version=4)
     params = next(c for c in nb.cells if c.cell_type == "code")
     assert "parameters" in params.metadata.tags and repr(str(full_sweep)) in params.source
     for prev, cell in zip(nb.cells, nb.cells[1:]):
         if cell.cell_type == "code":  # every part is introduced by a markdown cell
             assert prev.cell_type == "markdown"
+    src = " ".join(c.source for c in nb.cells if c.cell_type == "code")
+    assert "read_table(out / 'stats.csv')" in src and "read_table(out / 'summary.csv')" in src
+    assert "report.md" in src
+    for fn in ("analysis.compare(", "analysis.summarize(", "build_report("):
+        assert fn not in src
     text = " ".join(c.source for c in nb.cells if c.cell_type == "markdown")
-    assert "paired t-test over seeds" in text and "Holm" in text and "McNemar" in text
-    assert "analysis.compare(" in " ".join(c.source for c in nb.cells)
+    assert "paired t-test over examples" in text
+    assert "Holm" in text and "unadjusted" in text and "example" in text
+    # the table the notebook read back equals the one analyze wrote
+    stats = analysis.read_table(analyzed["stats"])
+    assert stats["primary"].dtype == bool and (stats["arch_init_b"] == "").any()
 
 
 def test_stats_csv_has_every_comparison(analyzed):
-    stats = pd.read_csv(analyzed["stats"])
+    stats = analysis.read_table(analyzed["stats"])
     assert set(REQUIRED_STATS) <= set(stats.columns)
-    assert set(stats["family"]) == set(analysis.FAMILIES)
+    assert set(stats["family"]) == {"curve", "vs_baseline", "top_bottom_random", "multi_vs_single"}
+    assert set(stats["family"]) <= set(analysis.FAMILIES)
     prim = stats[stats["primary"]]
-    assert prim["comparison_id"].is_unique and (prim["test"] == "paired_t").all()
+    assert prim["comparison_id"].is_unique and prim["test"].isin(["paired_t", "curve_t"]).all()
     ok = stats["p"].notna()
     assert (stats.loc[ok, "p_adjusted"] >= stats.loc[ok, "p"]).all()
+    both = stats[stats["ci_low"].notna()]
+    assert both["ci_kind"].str.startswith("unadjusted").all()
+    assert ((both["ci_low"] >= -1) & (both["ci_high"] <= 1)).all()
+    summary = analysis.read_table(analyzed["summary"])
+    ci = summary[summary["ci_low"].notna()]
+    assert len(ci) and ((ci["ci_low"] >= 0) & (ci["ci_high"] <= 1)).all()
 
 
-def _pts(x):
-    return "n/a" if math.isnan(x) else f"{100 * x:.1f}"
+def _pts(x, signed=False):
+    return "n/a" if math.isnan(x) else (f"{100 * x:+.1f}" if signed else f"{100 * x:.1f}")
 
 
 def _p(p):
@@ -73,7 +95,7 @@ def _p(p):
 
 
 def test_report_agrees_with_stats_csv(analyzed):
-    stats = pd.read_csv(analyzed["stats"])
+    stats = analysis.read_table(analyzed["stats"])
     report = analyzed["report"].read_text()
     bullets = re.findall(r"^- (.*) <!-- id: (.*) -->$", report, flags=re.M)
     prim = stats[stats["primary"]].set_index("comparison_id")
@@ -81,24 +103,41 @@ def test_report_agrees_with_stats_csv(analyzed):
     for text, cid in bullets:
         r = prim.loc[cid]
         d = r["difference"]
-        assert f"by {_pts(abs(d))} points" in text, cid
-        lo, hi = (-r["ci_high"], -r["ci_low"]) if d < 0 else (r["ci_low"], r["ci_high"])
-        assert f"95% CI {_pts(lo)} to {_pts(hi)}" in text, cid
+        assert f"{_pts(d, True)} points" in text, cid
+        if not math.isnan(r["ci_low"]):
+            assert f"unadjusted 95% CI {_pts(r['ci_low'])} to {_pts(r['ci_high'])}" in text, cid
+        if not math.isnan(r["sim_ci_low"]):
+            assert f"{_pts(r['sim_ci_low'])} to {_pts(r['sim_ci_high'])}" in text, cid
         assert f"Holm {_p(r['p_adjusted'])}" in text and f"over {int(r['n'])} seeds" in text, cid
-        assert ("lowers accuracy" in text) == (d < 0) and ("raises accuracy" in text) == (d > 0), cid
-        ex = stats[(stats["comparison_id"] == cid) & (stats["level"] == "examples")].set_index("test")
-        assert f"McNemar pooled over seeds Holm {_p(ex.loc['mcnemar', 'p_adjusted'])}" in text, cid
-        b = ex.loc["bootstrap"]
-        assert (f"bootstrap difference {_pts(b['difference'])} points (95% CI {_pts(b['ci_low'])} to "
-                f"{_pts(b['ci_high'])})") in text, cid
+        assert (", lower (" in text) == (d < 0) and (", higher (" in text) == (d > 0), cid
+        ex = stats[(stats["comparison_id"] == cid) & (stats["level"] == "examples")]
+        if len(ex):
+            e = ex.iloc[0]
+            assert (f"Per example ({int(e['n_examples'])} examples, correctness averaged over {int(e['n_seeds'])} "
+                    f"seed(s)): {_pts(e['difference'], True)} points") in text, cid
+            assert f"paired t-test over examples, Holm {_p(e['p_adjusted'])}" in text, cid
+
+
+def test_report_opens_with_sanity_check_and_curve_tests(analyzed):
+    report = analyzed["report"].read_text()
+    lines = [ln for ln in report.splitlines() if ln.strip()]
+    assert lines[0].startswith("# ")
+    assert "Sanity check" in lines[1]
+    assert report.index("**Curve-level tests**") < report.index("evaluated trials")
+    sanity = [ln for ln in lines if "Sanity check" in ln]
+    assert all("passed" in ln for ln in sanity)   # planted: top hurts far more than bottom
+    assert re.search(r"removing the most important heads leaves \d+\.\d, removing the least important leaves "
+                     r"\d+\.\d \(top - bottom = -\d+\.\d points", sanity[0])
 
 
 def test_report_states_planted_findings(analyzed):
     report = analyzed["report"].read_text()
     line = next(l for l in report.splitlines() if "id: vs_baseline|gpt2|top k=8|vs|none" in l)
-    assert "removing the 50% most important heads" in line and "lowers accuracy" in line
+    assert "removing the 50% most important heads" in line and ", lower (" in line
     assert "significant at 0.05" in line and "not significant" not in line
     assert "## Head importance" in report and "L0H0" in report
+    assert "agree strongly" in report   # planted: seeds share weights and rank heads alike
+    assert "init pretrained" in report and "not whether one head is as good as many" in report
 
 
 def test_kernel_runs_this_interpreter(tmp_path):
@@ -126,15 +165,17 @@ def test_cli_entry_point(tmp_path, capsys):
     printed = capsys.readouterr().out
     for key in ("notebook", "report", "stats", "figures"):
         assert f"{key}: {sweep / 'analysis'}" in printed
-    assert (sweep / "analysis" / "figures" / "accuracy_vs_k.png").exists()
+    assert (sweep / "analysis" / "figures" / "metric_vs_k.png").exists()
     assert main([str(tmp_path / "missing")]) == 2
-    assert "no results.parquet" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no such directory" in err and "Traceback" not in err
 
 
 def test_import_pulls_in_neither_torch_nor_ray():
     code = ("import sys, analysis\nassert 'torch' not in sys.modules, 'torch'\n"
-            "assert 'ray' not in sys.modules, 'ray'\nimport analysis.figures, analysis.synthetic\n"
-            "assert 'torch' not in sys.modules and 'ray' not in sys.modules\nprint('ok')")
+            "assert 'ray' not in sys.modules, 'ray'\nimport analysis.figures, analysis.figures_importance, "
+            "analysis.synthetic\nassert 'torch' not in sys.modules and 'ray' not in sys.modules\n"
+            "assert 'transformers' not in sys.modules\nprint('ok')")
     root = str(analysis.__path__[0]).rsplit("/", 1)[0]
     res = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr

@@ -9,10 +9,11 @@ import pytest
 import analysis
 from analysis.synthetic import make_sweep_dir, synthetic_sweep, write_sweep
 from trials import layout
+from trials.errors import UserError
 
 
 def _run(path):
-    paths = analysis.analyze(path, execute=False, n_boot=200)
+    paths = analysis.analyze(path, execute=False)
     for key in ("notebook", "report", "stats", "figures"):
         assert paths[key].exists(), key
     return paths, pd.read_csv(paths["stats"]), paths["report"].read_text()
@@ -44,8 +45,9 @@ def test_one_model_no_single_head(tmp_path):
     assert set(stats["model"]) == {"gpt2"}
     assert "multi_vs_single" not in set(stats["family"])
     assert not (paths["figures"] / "single_vs_multi.png").exists()
-    assert (paths["figures"] / "accuracy_vs_k.png").exists()
-    assert "## Multi-head vs single-head\n\nNo comparisons of this kind" in report
+    assert (paths["figures"] / "metric_vs_k.png").exists()
+    section = report.split("## Multi-head vs single-head")[1].split("\n## ")[0]
+    assert "No comparisons of this kind" in section
 
 
 def test_no_predictions_no_importance(tmp_path):
@@ -79,7 +81,7 @@ def test_sweep_still_running_fewer_rows_and_csv_only(tmp_path, rng):
     p = write_sweep(tmp_path / "s", syn, predictions=False)
     (p / layout.RESULTS).unlink()  # the parquet is rewritten last; the csv is there
     _, stats, report = _run(p)
-    assert len(stats) > 0 and "## Accuracy per condition" in report
+    assert len(stats) > 0 and "## accuracy per condition" in report
 
 
 def test_all_trials_failed(tmp_path, rng):
@@ -113,7 +115,7 @@ def test_duplicate_trials_keep_last(rng):
 
 
 def test_missing_sweep_dir_raises(tmp_path):
-    with pytest.raises(FileNotFoundError, match="results"):
+    with pytest.raises(UserError, match="no such directory"):
         analysis.load(tmp_path / "nope")
 
 

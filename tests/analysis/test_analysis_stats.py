@@ -9,6 +9,7 @@ import pytest
 from scipy import stats as st
 from statsmodels.stats.multitest import multipletests
 
+import analysis
 from analysis import stats as S
 
 
@@ -31,9 +32,9 @@ def test_t_interval_one_value_has_no_bounds():
 
 def test_summarize_agrees_with_groupby(rng):
     rows = [{"model": m, "variant": m, "arch": "multi-head", "strategy": s, "per_layer": False, "k": k,
-             "recovery_epochs": 0.0, "k_fraction": k / 8, "seed": seed, "accuracy": rng.uniform(0.5, 1)}
-            for m in ("a", "b") for s, k in (("none", 0), ("top", 4)) for seed in range(4)]
-    df = pd.DataFrame(rows).iloc[:-1]  # one condition with 3 seeds only
+             "recovery_epochs": 0.0, "k_fraction": k / 8, "seed": seed, "accuracy": rng.uniform(0.5, 1),
+             "n_eval": 200} for m in ("a", "b") for s, k in (("none", 0), ("top", 4)) for seed in range(4)]
+    df, _ = analysis.clean_results(pd.DataFrame(rows).iloc[:-1])  # one condition with 3 seeds only
     summ = S.summarize(df)
     assert len(summ) == 4
     for _, r in summ.iterrows():
@@ -41,8 +42,22 @@ def test_summarize_agrees_with_groupby(rng):
         assert r.n == len(x)
         assert r["mean"] == pytest.approx(x.mean())
         assert r["std"] == pytest.approx(x.std(ddof=1))
-        half = st.t.ppf(0.975, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x))
-        assert r.ci_high - r["mean"] == pytest.approx(half)
+        # by hand: t-interval of logit(accuracy), mapped back
+        z = np.log(x / (1 - x))
+        half = st.t.ppf(0.975, len(x) - 1) * z.std(ddof=1) / math.sqrt(len(x))
+        lo, hi = 1 / (1 + np.exp(-(z.mean() - half))), 1 / (1 + np.exp(-(z.mean() + half)))
+        assert (r.ci_low, r.ci_high) == pytest.approx((min(lo, x.mean()), max(hi, x.mean())))
+        assert 0 <= r.ci_low <= r["mean"] <= r.ci_high <= 1
+
+
+def test_mean_interval_at_the_bound_and_for_signed_metrics():
+    mean, lo, hi = S.mean_interval([1.0, 1.0, 0.99], "accuracy", n_eval=100)
+    assert 0 < lo <= mean <= hi <= 1
+    mean, lo, hi = S.mean_interval([-0.9, -0.95, 0.2], "mcc")
+    assert -1 <= lo <= mean <= hi <= 1
+    assert all(math.isnan(v) for v in S.mean_interval([0.5, 0.6], "accuracy")[1:])   # < 3 seeds: none
+    mean, lo, hi = S.bounded_interval([-0.98, -0.09, -0.94], "accuracy", difference=True)
+    assert -1 <= lo <= mean <= hi <= 1 and lo == -1.0   # the t-interval reaches past -1: intersected
 
 
 def _brute_sign_flip(d):

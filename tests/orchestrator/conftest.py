@@ -23,6 +23,7 @@ SMALL = {
     "seeds": [0, 1],
     "single_head_arch": {"init": "pretrained"},
     "resources": {"finetune": {"cpu": 1, "gpu": 0}, "prune": {"cpu": 1, "gpu": 0}},
+    "random_draws": 1,        # one random-K draw: the draws have their own tests (test_grid.py)
 }
 # Independently of orchestrator.grid: 2 variants x 2 seeds fine-tunes; per (multi-head model,
 # seed): top@K, random@K, single-head.

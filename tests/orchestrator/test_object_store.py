@@ -49,7 +49,10 @@ def test_sweep_on_s3(bucket, s3_creds, small_raw, write_sweep, tmp_path):
     # stage B read the checkpoint from the bucket into the node's cache
     stage_a_key = df[df["stage"] == "A"]["trial_key"].iloc[0]
     assert (tmp_path / "cache" / "checkpoints" / stage_a_key / "model.safetensors").exists()
-    assert store.exists("ray/stage_a") and store.exists("ray/stage_b")
+    # Tune's experiment folders of the one driver run live in the bucket too (ray/<run_id>/<stage>)
+    runs = store.listdir("ray")
+    assert len(runs) == 1, runs
+    assert store.exists(f"ray/{runs[0]}/stage_a") and store.exists(f"ray/{runs[0]}/stage_b")
 
     status = subprocess.run([sys.executable, "-m", "orchestrator", "status", join(bucket, "on-s3"), "--json"],
                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)

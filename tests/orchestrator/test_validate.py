@@ -177,7 +177,17 @@ SWEEP_CASES = [
     ("mixed_precision", _set("finetune.mixed_precision", "fp8"),
      [("finetune.mixed_precision:", "bf16", "'fp8'")]),
     ("unknown-importance-method", _set("importance.method", "taylor"),
-     [("importance.method:", "available: gradient", "'taylor'")]),
+     [("importance.method:", "available: ablation, entropy, gradient", "'taylor'")]),
+    ("unknown-importance-method-in-a-list", _set("importance.method", ["gradient", "ablaton"]),
+     [("importance.method[1]:", "did you mean 'ablation'", "'ablaton'")]),
+    ("unknown-metric", _set("metric", "acc"), [("metric:", "accuracy", "'acc'")]),
+    ("unknown-strategy-iterativ", _set("strategies", ["none", "iterativ"]),
+     [("strategies[1]:", "did you mean 'iterative'", "'iterativ'")]),
+    ("iterative-step-one", _set("iterative", {"step": 1.0}), [("iterative.step:", "(0, 1)", "got 1.0)")]),
+    ("iterative-step-zero", _set("iterative", {"step": 0}), [("iterative.step:", "(0, 1)", "got 0)")]),
+    ("iterative-step-negative", _set("iterative", {"step": -0.1}), [("iterative.step:", "(0, 1)", "got -0.1)")]),
+    ("random_draws-zero", _set("random_draws", 0), [("random_draws:", ">= 1", "got 0)")]),
+    ("random_draws-fraction", _set("random_draws", 2.5), [("random_draws:", "integer", "got 2.5)")]),
     ("single_head_arch-init", _set("single_head_arch", {"init": "zeros"}),
      [("single_head_arch.init:", "pretrained, random", "'zeros'")]),
     ("fractional-gpu-above-one", _set("resources.prune.gpu", 1.5),
@@ -279,6 +289,8 @@ DATA_CASES = [
      [("importance.examples:", "8 rows", "got 8)")]),
     ("two-data-problems", lambda t: data_dir(t, train=GOOD_TRAIN + [("meh", 5)], eval_=[]), {},
      [("data.label_column:", "label=[5]"), ("data.eval:", "empty")]),
+    ("text-pair-column-missing", lambda t: data_dir(t), {"data": {"text_pair_column": "sentence2"}},
+     [("data.text_pair_column:", "column missing", "data.eval too", "'sentence2'")]),
     ("single-file-eval-missing", lambda t: write_tsv(t / "all.tsv", GOOD_TRAIN), {},
      [("data.eval:", "file path", "'validation'")]),
 ]
@@ -287,7 +299,8 @@ DATA_CASES = [
 @pytest.mark.parametrize("make,extra,expected", [c[1:] for c in DATA_CASES], ids=[c[0] for c in DATA_CASES])
 def test_bad_data(harness, tmp_path, capsys, make, extra, expected):
     raw = with_data(harness.base(tmp_path), make(tmp_path))
-    raw.update(copy.deepcopy(extra))
+    for key, value in copy.deepcopy(extra).items():     # sections are merged into the file's
+        raw[key] = {**raw[key], **value} if isinstance(value, dict) and isinstance(raw.get(key), dict) else value
     rc, out, err = harness.run_cli(["validate", harness.write(tmp_path, raw)], capsys)
     harness.assert_refused(rc, out, err, expected, tmp_path=tmp_path)
 
@@ -317,8 +330,9 @@ def test_demo_validates(harness, tmp_path, capsys, monkeypatch):
     rc, out, err = harness.run_cli(["validate", REPO / "configs" / "demo.yaml"], capsys)
     assert rc == 0, err
     assert "error:" not in err
-    # 2 models + their one-head variants, 2 seeds; per (multi-head model, seed): 3 strategies x 2 K + single-head
-    assert re.search(r"^ok: demo: 8 stage-A fine-tunes, 28 stage-B trials -> ", out, re.M), out
+    # 2 models + their one-head variants, 5 seeds; per (multi-head model, seed): top and bottom x 4 K,
+    # random x 4 K x 3 draws, single-head, layer-single-head, iterative
+    assert re.search(r"^ok: demo: 20 stage-A fine-tunes, 230 stage-B trials -> ", out, re.M), out
     assert not (tmp_path / "sweeps").exists()
 
 

@@ -39,7 +39,9 @@ def tiny_opt_model():
 
 
 def test_presets_have_several_heads_per_layer():
-    assert set(trials.PRESETS) == {"preset:tiny-gpt2", "preset:tiny-distilbert", "preset:tiny-bert"}
+    # each architecture twice: the shipped pretrained base and its random-init twin (-random)
+    assert set(trials.PRESETS) == {f"preset:tiny-{arch}{suffix}" for arch in ("gpt2", "distilbert", "bert")
+                                   for suffix in ("", "-random")}
     for arch, model_type in (("gpt2", "gpt2"), ("distilbert", "distilbert"), ("bert", "bert")):
         model, tok = trials.load_model(f"preset:tiny-{arch}", 3)
         assert model.config.model_type == model_type
@@ -208,3 +210,26 @@ def test_real_distilbert_vocab_with_tiny_distilbert(logits):
     out = logits(model, batch)
     assert out.shape == (8, 2) and torch.isfinite(out).all()
     _pad_check(model, tok, texts, logits)
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "distilbert"])
+def test_scratch_models_are_not_the_pretrained_base(arch):
+    """``init: scratch``: the multi-head model (``scratch=True``) and the one-head model
+    (``single_head="scratch"``) keep the architecture and parameter shapes of the pretrained base
+    but none of its weights; from one seed both draw the same weights (12 heads or one)."""
+    name = f"preset:tiny-{arch}"
+    torch.manual_seed(0)
+    base, _ = trials.load_model(name, 2)
+    torch.manual_seed(1)
+    multi, _ = trials.load_model(name, 2, scratch=True)
+    torch.manual_seed(1)
+    one, _ = trials.load_model(name, 2, single_head="scratch")
+    assert multi.config.num_attention_heads == base.config.num_attention_heads
+    assert one.config.num_attention_heads == 1
+    base_sd, multi_sd, one_sd = base.state_dict(), multi.state_dict(), one.state_dict()
+    assert list(base_sd) == list(multi_sd) == list(one_sd)
+    for key, w in base_sd.items():
+        assert multi_sd[key].shape == w.shape == one_sd[key].shape, key
+        if w.dim() >= 2 and w.numel() > 1:
+            assert not torch.allclose(multi_sd[key], w), f"{key} kept the pretrained weights"
+        torch.testing.assert_close(one_sd[key], multi_sd[key], atol=0, rtol=0)

@@ -1,0 +1,122 @@
+"""Leave-one-out (ablation) importance: the batched form against a one-head-at-a-time loop.
+
+A random-init DistilBERT-shaped classifier, 6 layers x 12 heads (``--dim`` sets the width:
+head_dim = dim / 12), ``--batches`` batches of ``--batch`` examples of ``--seq`` tokens (SST-2's
+sentences are ~25 tokens), eval mode, fixed threads:
+
+- ``ratio``: seconds of the loop (72 passes over the batches, ``trials.masked`` one head at a
+  time, minus one unmasked pass) over seconds of ``trials.ablation.ablation_importance`` (each
+  batch once unmasked, then each layer's 12 masks in one pass that replays the layers below).
+                                                                                 target >= 3
+The two results are checked equal (max abs difference, target <= 1e-5). Timings are interleaved
+(loop, batched, batched, loop, ...); the headline is the median of the paired ratios.
+
+Where the ratio comes from: the loop runs 72 full forwards of the batch; the batched form runs 1
+full forward plus, for the masks of layer l, the layers l..5 on a 12x larger batch. In floating-
+point work that is 72 x 6 = 432 layer-batches against 6 + 12 x (6+5+...+1) = 258 (a ratio of
+1.7: the work a mask cannot skip), so what the ratio gains above 1.7 is per-pass overhead (Python,
+kernel launches, small matrix products), which large batches amortise: the narrower the model or
+the shorter the sequences, the more. ``--dim 768`` (DistilBERT-base width) is compute-bound on a CPU.
+
+    python bench/ablation.py --quick
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+from _common import finish, log, median, quiet
+
+
+def build(dim: int, layers: int, heads: int, seed: int = 0):
+    import torch
+    from transformers import AutoModelForSequenceClassification, DistilBertConfig
+    torch.manual_seed(seed)
+    cfg = DistilBertConfig(vocab_size=5000, dim=dim, n_layers=layers, n_heads=heads, hidden_dim=4 * dim,
+                           max_position_embeddings=512, num_labels=2)
+    model = AutoModelForSequenceClassification.from_config(cfg).eval()
+    with torch.no_grad():  # larger weights than the init, so every head changes the loss
+        for p in model.parameters():
+            if p.dim() >= 2:
+                p.normal_(0.0, 0.08)
+    return model
+
+
+def loop_ablation(model, batches):
+    """The reference: mask one head at a time, mean loss over every batch, minus the unmasked."""
+    import torch
+
+    import trials
+    from trials.metrics import task_loss
+    layout = trials.head_layout(model)
+
+    def mean_loss():
+        total, n = 0.0, 0
+        for b in batches:
+            inputs = {k: v for k, v in b.items() if k != "labels"}
+            total += float(task_loss(model(**inputs).logits, b["labels"], reduction="sum"))
+            n += b["labels"].shape[0]
+        return total / n
+
+    out = torch.zeros(layout.n_layers, layout.n_heads, dtype=torch.float64)
+    with torch.no_grad():
+        base = mean_loss()
+        for layer in range(layout.n_layers):
+            for head in range(layout.n_heads):
+                with trials.masked(model, [(layer, head)]):
+                    out[layer, head] = mean_loss() - base
+    return out.float()
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="fewer repeats")
+    p.add_argument("--dim", type=int, default=192, help="hidden width (head_dim = dim / heads)")
+    p.add_argument("--layers", type=int, default=6)
+    p.add_argument("--heads", type=int, default=12)
+    p.add_argument("--seq", type=int, default=32)
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--batches", type=int, default=2)
+    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (bench/gates.py says why 1)")
+    p.add_argument("--repeats", type=int, default=None)
+    args = p.parse_args(argv)
+    quiet()
+    import torch
+
+    from trials.ablation import ablation_importance
+    torch.set_num_threads(args.threads)
+    torch.set_num_interop_threads(1)
+    repeats = args.repeats or (3 if args.quick else 8)
+    t_start = time.perf_counter()
+    model = build(args.dim, args.layers, args.heads)
+    g = torch.Generator().manual_seed(0)
+    batches = []
+    for _ in range(args.batches):
+        lengths = torch.randint(args.seq // 2, args.seq + 1, (args.batch,), generator=g)
+        mask = (torch.arange(args.seq)[None, :] < lengths[:, None]).long()       # [batch, seq], right-padded
+        ids = torch.randint(10, 5000, (args.batch, args.seq), generator=g) * mask
+        batches.append({"input_ids": ids, "attention_mask": mask,
+                        "labels": torch.randint(0, 2, (args.batch,), generator=g)})
+
+    ref, got = loop_ablation(model, batches), ablation_importance(model, batches)
+    max_diff = float((ref - got).abs().max())
+    log(f"dim={args.dim} layers={args.layers} heads={args.heads} seq={args.seq} batch={args.batch}x"
+        f"{args.batches} threads={args.threads} repeats={repeats}; max |diff| = {max_diff:.2e}")
+    loop_s, batched_s = [], []
+    for r in range(repeats):
+        order = ("loop", "batched") if r % 2 == 0 else ("batched", "loop")
+        for name in order:
+            t0 = time.perf_counter()
+            (loop_ablation if name == "loop" else ablation_importance)(model, batches)
+            (loop_s if name == "loop" else batched_s).append(time.perf_counter() - t0)
+        log(f"round {r}: loop {loop_s[-1]:.2f}s batched {batched_s[-1]:.2f}s")
+    paired = [a / b for a, b in zip(loop_s, batched_s)]
+    finish({"bench": "ablation", "ratio": median(paired), "target": 3.0, "max_abs_diff": max_diff,
+            "loop_median_s": median(loop_s), "batched_median_s": median(batched_s),
+            "loop_s": [round(x, 3) for x in loop_s], "batched_s": [round(x, 3) for x in batched_s],
+            "config": vars(args)}, args.quick, t_start)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,84 @@
+"""A trial's outputs: its results rows (trials/schema.py), its importance table, and the files
+(names: trials/layout.py) ``trials.run`` writes."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from trials import atomic, layout, provenance
+from trials.importance import ranking_scores, sign
+from trials.schema import METRIC_COLUMNS, TRIAL_IMPORTANCE_COLUMNS, result_row
+from trials.spec import PruneSpec, row_key, to_dict
+
+
+def make_row(spec, heads, removed, metrics: dict, extra: dict, discriminator: str | None = None) -> dict:
+    """The results row of a trial, or of one of its rows (``discriminator``: "layer3", "step2"):
+    ``heads`` is the model's HeadLayout, ``metrics`` what ``train.evaluate`` returned."""
+    ft = spec.finetune if isinstance(spec, PruneSpec) else spec
+    total = heads.total
+    key = spec.key if discriminator is None else row_key(spec, discriminator)
+    return result_row(
+        model=ft.model.label, arch=ft.model.arch, variant=ft.model.variant, arch_init=ft.model.init,
+        strategy=getattr(spec, "strategy", "none"),
+        k=len(removed), k_fraction=len(removed) / total,
+        k_requested=json.dumps(getattr(spec, "k", 0)),
+        per_layer=bool(getattr(spec, "per_layer", False)),
+        seed=ft.seed, recovery_epochs=float(getattr(spec, "recovery_epochs", 0)),
+        **{k: metrics.get(k) for k in METRIC_COLUMNS}, n_eval=metrics["n_eval"],
+        metric=ft.metric, eval_split=ft.data.eval,
+        heads_total=total, heads_kept=total - len(removed),
+        heads_removed=json.dumps([list(h) for h in sorted(map(tuple, removed))]),
+        trial_key=key, spec_key=spec.key, stage_a_key=ft.key, stage=spec.stage,
+        eval_seconds=metrics.get("eval_seconds", 0.0),
+        config=json.dumps(to_dict(spec), sort_keys=True),
+        **provenance.info(), **extra,
+    )
+
+
+def extra_evals_json(evals: dict[str, dict]) -> str:
+    """``{split: {metric: value}}`` of the further evaluations (metrics, loss, n_eval)."""
+    keep = (*METRIC_COLUMNS, "n_eval")
+    return json.dumps({split: {k: m[k] for k in keep if m.get(k) is not None} for split, m in evals.items()},
+                      sort_keys=True)
+
+
+def importance_frame(raw: torch.Tensor, method: str) -> pd.DataFrame:
+    """One trial's importance table (TRIAL_IMPORTANCE_COLUMNS) for one method: ``score_raw`` as
+    the method gives it, ``score`` per-layer L2-normalised and signed so that higher = more
+    important for every method (entropy's scores are negative)."""
+    norm = ranking_scores(raw, method, normalize=True)
+    n_layers, n_heads = raw.shape
+    return pd.DataFrame({
+        "method": method,
+        "layer": [l for l in range(n_layers) for _ in range(n_heads)],
+        "head": [h for _ in range(n_layers) for h in range(n_heads)],
+        "score": norm.reshape(-1).numpy(), "score_raw": raw.reshape(-1).numpy(),
+    })[TRIAL_IMPORTANCE_COLUMNS]
+
+
+def load_scores(checkpoint_dir: Path, normalized: bool, method: str | None = None) -> torch.Tensor:
+    """[n_layers, n_heads] ranking scores (higher = more important) of ``method`` (default: the
+    only or first one) saved beside the checkpoint: ``score``, or ``score_raw`` times the
+    method's sign."""
+    imp = pd.read_parquet(Path(checkpoint_dir) / layout.CKPT_IMPORTANCE)
+    method = method or (imp["method"].iloc[0] if "method" in imp.columns else "gradient")
+    if "method" in imp.columns:
+        imp = imp[imp["method"] == method]
+        if imp.empty:
+            raise ValueError(f"{checkpoint_dir} has no importance scores of method {method!r}")
+    col = "score" if normalized else "score_raw"
+    grid = imp.pivot(index="layer", columns="head", values=col).sort_index().sort_index(axis=1)
+    scores = torch.tensor(grid.to_numpy(dtype="float64", copy=True))  # [n_layers, n_heads]
+    return scores if normalized else scores * sign(method)
+
+
+def write_outputs(out_dir: Path, rows_and_predictions: list[tuple[dict, pd.DataFrame]]) -> list[dict]:
+    """Each row's predictions, then ``result.json`` last (its presence means the trial is done)."""
+    for row, preds in rows_and_predictions:
+        atomic.write_parquet(Path(out_dir) / layout.predictions_file(row["trial_key"]), preds)
+    rows = [row for row, _ in rows_and_predictions]
+    atomic.write_json(Path(out_dir) / layout.RESULT, {"rows": rows})
+    return rows
