@@ -176,7 +176,7 @@ class FakeCluster:
         return sum(int(re.search(r"Launching (\d+) nodes", ln).group(1)) for ln in lines)
 
     # ---------------------------------------------------------------- stop
-    def stop(self, grace: float = 10) -> list[int]:
+    def stop(self, grace: float = 5) -> list[int]:
         """End every process of this cluster; returns the pids that were still alive after it
         (empty when all went)."""
         for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5)):
