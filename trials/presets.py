@@ -41,6 +41,11 @@ class Preset:
     weights: str | None       # folder under WEIGHTS_DIR, or None: random init
 
     @property
+    def segment_ids(self) -> bool:
+        """Whether the architecture takes token_type_ids (BERT does, DistilBERT and GPT-2 do not)."""
+        return self.lm_class.startswith("Bert")
+
+    @property
     def weights_dir(self) -> Path | None:
         return WEIGHTS_DIR / self.weights if self.weights else None
 
@@ -93,7 +98,7 @@ def load_preset(name: str, num_labels: int, tokenizer: str | None = None, texts:
         if texts is None:
             from trials.synthetic import synthetic_sentiment
             texts = synthetic_sentiment(2000, seed=0)["sentence"]
-        tok = word_tokenizer(texts, preset.style)
+        tok = word_tokenizer(texts, preset.style, segment_ids=preset.segment_ids)
     fix_padding(None, tok)
     config = preset.config(len(tok), **special_ids(tok))
     config.num_labels = num_labels

@@ -73,7 +73,8 @@ def vocab_hash(tok) -> str:
 def build_tokenizer(name: str):
     """The preset's word-level tokenizer: the specials, then every word of the task and corpus
     lexicon (alphabetical: each occurs once here), so nothing the task can say is unknown."""
-    return word_tokenizer([" ".join(lexicon())], PRESETS.lookup(name, "name").style)
+    preset = PRESETS.lookup(name, "name")
+    return word_tokenizer([" ".join(lexicon())], preset.style, segment_ids=preset.segment_ids)
 
 
 def init_model(name: str, tok):

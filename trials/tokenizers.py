@@ -11,7 +11,7 @@ SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "<|endoftext|>"]
 DESCRIBED_BY = ("tokenizer_config.json", "tokenizer.json", "config.json")
 
 
-def word_tokenizer(texts: Iterable[str], style: str, max_vocab: int = 20000):
+def word_tokenizer(texts: Iterable[str], style: str, max_vocab: int = 20000, segment_ids: bool = False):
     """A deterministic lowercase word-level tokenizer built from ``texts`` (no network).
 
     ``style`` "bert" adds [CLS] ... [SEP]; "gpt2" adds nothing and pads with <|endoftext|>.
@@ -34,8 +34,12 @@ def word_tokenizer(texts: Iterable[str], style: str, max_vocab: int = 20000):
         tok.post_processor = processors.TemplateProcessing(
             single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",  # segment 1 for B
             special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])])
+        # BERT takes segment ids and DistilBERT does not: as their hub tokenizers, only the first
+        # returns token_type_ids by default (so tok(a, b) feeds a model what it expects).
+        names = ["input_ids", "token_type_ids", "attention_mask"] if segment_ids else ["input_ids", "attention_mask"]
         return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]",
-                                       cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
+                                       cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]",
+                                       model_input_names=names)
     eos = "<|endoftext|>"
     return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token=eos,
                                    eos_token=eos, bos_token=eos)

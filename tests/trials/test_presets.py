@@ -250,3 +250,18 @@ def test_demo_sweep_validates_as_documented(tmp_path, capsys, monkeypatch):
     stage_b = n_models * n_seeds * sum(per_seed[s] for s in raw["strategies"])
     assert f"ok: demo: {stage_a} stage-A fine-tunes, {stage_b} stage-B trials" in out, out
     assert not (tmp_path / "sweeps").exists()
+
+
+@pytest.mark.parametrize("arch, segments", [("bert", True), ("distilbert", False), ("gpt2", False)])
+def test_a_plain_tokenizer_call_feeds_the_model_what_it_takes(arch, segments):
+    """As with the hub's tokenizers: tok(a, b) gives token_type_ids exactly where the model takes
+    them (BERT), so model(**tok(a, b)) runs and a BERT pair gets its segments."""
+    from transformers import AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(WEIGHTS_DIR / f"tiny-{arch}")
+    model, _ = seeded(f"preset:tiny-{arch}", 0)
+    enc = tok(["the plot is dull ."], ["loved it ."], return_tensors="pt")
+    assert ("token_type_ids" in enc) == segments
+    if segments:
+        assert enc["token_type_ids"][0].tolist()[-4:] == [1, 1, 1, 1]     # "loved it . [SEP]"
+    with torch.no_grad():
+        assert model.eval()(**enc).logits.shape == (1, 2)
