@@ -63,15 +63,17 @@ def t_bounds(mean, se, df, conf: float, rng=(-math.inf, math.inf)):
     return np.clip(mean - half, *rng), np.clip(mean + half, *rng)
 
 
+def _present(x) -> tuple[np.ndarray, int, float]:
+    """(the values that are not NaN, their count, their mean; NaN when there are none)."""
+    x = np.asarray(x, dtype=float)
+    x = x[~np.isnan(x)]
+    return x, len(x), float(x.mean()) if len(x) else math.nan
+
+
 def t_interval(x, conf: float = 0.95, rng=(-math.inf, math.inf), min_n: int = 2) -> tuple[float, float, float]:
     """(mean, low, high): Student-t interval for the mean, intersected with ``rng``. NaN bounds
     with fewer than ``min_n`` values."""
-    x = np.asarray(x, dtype=float)
-    x = x[~np.isnan(x)]
-    n = len(x)
-    if n == 0:
-        return (math.nan, math.nan, math.nan)
-    mean = float(x.mean())
+    x, n, mean = _present(x)
     if n < max(2, min_n):
         return (mean, math.nan, math.nan)
     lo, hi = t_bounds(mean, x.std(ddof=1) / math.sqrt(n), n - 1, conf, rng)
@@ -84,12 +86,7 @@ def mean_interval(x, metric: str = "accuracy", conf: float = 0.95, n_eval: float
     half an example (0.5 / n_eval, the empirical-logit correction; 1e-3 without n_eval) so their
     logit is finite. The interval always contains the arithmetic mean it is reported with.
     Unbounded metrics (loss) get the t-interval, floored at the range's lower end."""
-    x = np.asarray(x, dtype=float)
-    x = x[~np.isnan(x)]
-    n = len(x)
-    if n == 0:
-        return (math.nan, math.nan, math.nan)
-    mean = float(x.mean())
+    x, n, mean = _present(x)
     if n < MIN_SEEDS_INTERVAL:
         return (mean, math.nan, math.nan)
     lo_r, hi_r = metric_range(metric)
