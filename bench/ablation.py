@@ -6,17 +6,21 @@ sentences are ~25 tokens), eval mode, fixed threads:
 
 - ``ratio``: seconds of the loop (72 passes over the batches, ``trials.masked`` one head at a
   time, minus one unmasked pass) over seconds of ``trials.ablation.ablation_importance`` (each
-  batch once unmasked, then each layer's 12 masks in one pass that replays the layers below).
+  batch once unmasked, then each layer's 12 masks in passes that replay the layers below, with
+  the last layer's attention output and feed-forward computed at the pooled row only).
                                                                                  target >= 3
 The two results are checked equal (max abs difference, target <= 1e-5). Timings are interleaved
 (loop, batched, batched, loop, ...); the headline is the median of the paired ratios.
 
-Where the ratio comes from: the loop runs 72 full forwards of the batch; the batched form runs 1
-full forward plus, for the masks of layer l, the layers l..5 on a 12x larger batch. In floating-
-point work that is 72 x 6 = 432 layer-batches against 6 + 12 x (6+5+...+1) = 258 (a ratio of
-1.7: the work a mask cannot skip), so what the ratio gains above 1.7 is per-pass overhead (Python,
-kernel launches, small matrix products), which large batches amortise: the narrower the model or
-the shorter the sequences, the more. ``--dim 768`` (DistilBERT-base width) is compute-bound on a CPU.
+Where the ratio comes from, in layer-batches of floating-point work (a layer's q/k/v projections
+are 3/12 of it, the output projection and feed-forward 9/12 at DistilBERT's 4x feed-forward
+width): the loop runs 72 x 6 = 432. The batched form runs, per batch, one unmasked pass (5.25:
+the last layer only needs keys and values over every token) and, for the masks of layer l, the
+layers l..4 in full plus 0.25 of the last: 12 x (5.25 + 4.25 + 3.25 + 2.25 + 1.25 + 0.25) = 198.
+That is 203 in all, a ratio of 2.1: the work an exact leave-one-out cannot skip. What the ratio
+gains above 2.1 is per-pass overhead (Python, kernel launches, small matrix products), which
+large batches amortise: the narrower the model or the shorter the sequences, the more. ``--dim
+768`` (DistilBERT-base width) is compute-bound on a CPU.
 
     python bench/ablation.py --quick
 """
@@ -79,11 +83,17 @@ def main(argv=None) -> int:
     p.add_argument("--batches", type=int, default=2)
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (bench/gates.py says why 1)")
     p.add_argument("--repeats", type=int, default=None)
+    p.add_argument("--tokens-per-pass", type=int, default=None,
+                   help="rows x tokens per batched pass (default: trials.ablation.TOKENS_PER_PASS)")
     args = p.parse_args(argv)
     quiet()
     import torch
 
-    from trials.ablation import ablation_importance
+    from functools import partial
+
+    from trials.ablation import TOKENS_PER_PASS
+    from trials.ablation import ablation_importance as batched
+    ablation_importance = partial(batched, tokens_per_pass=args.tokens_per_pass or TOKENS_PER_PASS)
     torch.set_num_threads(args.threads)
     torch.set_num_interop_threads(1)
     repeats = args.repeats or (3 if args.quick else 8)

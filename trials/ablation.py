@@ -1,12 +1,18 @@
 """Leave-one-out importance (Michel, Levy & Neubig 2019, §3.1): I_h = L(head h masked) - L(all
 heads), the mean task loss over the importance examples. Positive: the model is worse without h.
 
-Masking one head changes nothing below its layer, and the gates take one mask per example, so
-the single-head masks of a layer are evaluated together: each batch runs once unmasked (its
-layer outputs kept), then once per layer l with the batch repeated for every head of l, where
-layers below l return their kept outputs instead of recomputing them (``_replay``). A 6 x 12 model
-costs 1 + 6 (chunked) passes per batch, each over fewer layers, instead of 72 full passes
-(bench/ablation.py measures the ratio).
+Two facts make it cheaper than 72 masked passes, exactly:
+
+- Masking one head changes nothing below its layer, and the gates take one mask per example, so
+  the single-head masks of a layer are evaluated together: each batch runs once unmasked (its
+  layer outputs kept), then once per layer l with the batch repeated for every head of l, where
+  the layers below l return their kept outputs instead of recomputing them (``_replay``).
+- The classification head reads one position per example ([CLS]; GPT-2: the last non-pad
+  token), so the last layer needs its attention output and feed-forward at that row only
+  (``_pooled_rows_only``); keys and values still see every token.
+
+A 6 x 12 model then costs 1 + 6 (chunked) passes per batch, each over fewer layers, instead of 72
+full passes (bench/ablation.py measures the ratio).
 
 Registered as ``ablation`` in ``trials.importance.IMPORTANCE_METHODS``.
 """
@@ -44,22 +50,23 @@ def ablation_importance(model: nn.Module, batches: Iterable[dict],
             batch = {k: v.to(device) for k, v in batch.items() if torch.is_tensor(v)}
             inputs, labels = model_inputs(batch), batch["labels"]
             b, seq = labels.shape[0], batch["input_ids"].shape[1]
-            with _keep_layer_outputs(model) as kept:
-                base = task_loss(model(**inputs).logits, labels, reduction="sum")
-            base_sum += float(base)
-            n += b
-            per_pass = max(1, tokens_per_pass // (b * seq))      # masks per forward pass
-            for layer in range(n_layers):
-                for start in range(0, n_heads, per_pass):
-                    heads = list(range(start, min(start + per_pass, n_heads)))
-                    m = len(heads)
-                    gates = torch.ones(m, b, n_layers, n_heads, device=device)   # [masks, batch, L, H]
-                    gates[torch.arange(m), :, layer, heads] = 0.0
-                    with _replay(model, kept, layer, m), gated(model, gates.view(m * b, n_layers, n_heads),
-                                                               layers=[layer]):
-                        logits = model(**repeat_batch(inputs, m)).logits
-                    losses = task_loss(logits, labels.repeat(m), reduction="none").view(m, b)
-                    masked_sum[layer, start:start + m] += losses.double().sum(1).cpu()
+            with _pooled_rows_only(model, batch["input_ids"]):
+                with _keep_layer_outputs(model) as kept:
+                    base = task_loss(model(**inputs).logits, labels, reduction="sum")
+                base_sum += float(base)
+                n += b
+                per_pass = max(1, tokens_per_pass // (b * seq))      # masks per forward pass
+                for layer in range(n_layers):
+                    for start in range(0, n_heads, per_pass):
+                        heads = list(range(start, min(start + per_pass, n_heads)))
+                        m = len(heads)
+                        gates = torch.ones(m, b, n_layers, n_heads, device=device)   # [masks, batch, L, H]
+                        gates[torch.arange(m), :, layer, heads] = 0.0
+                        with _replay(model, kept, layer, m), gated(
+                                model, gates.view(m * b, n_layers, n_heads), layers=[layer]):
+                            logits = model(**repeat_batch(inputs, m)).logits
+                        losses = task_loss(logits, labels.repeat(m), reduction="none").view(m, b)
+                        masked_sum[layer, start:start + m] += losses.double().sum(1).cpu()
     finally:
         model.train(was_training)
     if n == 0:
@@ -90,15 +97,43 @@ def _keep_layer_outputs(model: nn.Module):
 
 
 @contextlib.contextmanager
+def _pooled_rows_only(model: nn.Module, input_ids: torch.Tensor):
+    """Inside the block, the last layer's attention output projection and feed-forward get only
+    the row the classification head reads ([rows, 1, width]). The layer's residual additions then
+    broadcast that row over the sequence: the row read is exact, the others (never read) are not
+    the model's. Architectures whose pooled position is unknown run unchanged."""
+    ad = adapter_for(model)
+    last = len(ad.layers(model)) - 1
+    pos = ad.pooled_positions(model, input_ids)                   # [batch]
+    ffn = ad.ffn(model, last)
+    if pos is None or ffn is None:
+        yield
+        return
+
+    def take(module, args):
+        x = args[0]                                               # [rows, seq, width]
+        rows = pos.repeat(x.shape[0] // pos.shape[0])             # mask-major, as repeat_batch
+        return (x.gather(1, rows.view(-1, 1, 1).expand(-1, 1, x.shape[-1])), *args[1:])
+    handles = []
+    try:
+        for module in (ad.out_proj(model, last), ffn):
+            handles.append(module.register_forward_pre_hook(take))
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+@contextlib.contextmanager
 def _replay(model: nn.Module, kept: dict, below: int, times: int):
-    """Inside the block, layers ``< below`` skip their computation and return their kept output,
-    repeated ``times`` along the batch (mask-major, as ``repeat_batch``): a single-head mask in
-    layer ``below`` cannot change them."""
+    """Inside the block, layers ``< below`` skip their computation and return their kept output;
+    the one layer ``below`` reads gets it repeated ``times`` along the batch (mask-major, as
+    ``repeat_batch``): a single-head mask in layer ``below`` cannot change them."""
     layers = adapter_for(model).layers(model)
     saved = []   # (layer, its own instance-level forward or None): accelerate may have set one
     try:
         for i in range(below):
-            out = _repeat(kept[i], times)
+            out = _repeat(kept[i], times) if i == below - 1 else kept[i]   # the others go unread
             saved.append((layers[i], layers[i].__dict__.get("forward")))
             layers[i].forward = lambda *a, _out=out, **kw: _out
         yield

@@ -77,6 +77,10 @@ def _channels(heads: list[int], head_dim: int, device) -> torch.Tensor:
     return torch.cat([torch.arange(h * head_dim, (h + 1) * head_dim, device=device) for h in heads])
 
 
+def _first_token(input_ids: torch.Tensor) -> torch.Tensor:
+    return torch.zeros(input_ids.shape[0], dtype=torch.long, device=input_ids.device)
+
+
 class NoHeads(nn.Module):
     """Stands in for an attention block whose heads were all pruned.
 
@@ -111,6 +115,7 @@ class Adapter:
     layers_path: str                 # the ModuleList of layers, relative to ``model.base_model``
     out_proj_path: str               # a layer's attention output projection, relative to the layer
     attention_paths: tuple[str, ...]  # a layer's attention projections (for re-initialisation)
+    ffn_path: str | None = None      # a layer's feed-forward block (its input: [batch, seq, hidden])
 
     def base(self, model):
         return model.base_model
@@ -129,6 +134,14 @@ class Adapter:
         layer = self.layers(model)[i]
         return [layer.get_submodule(p) for p in self.attention_paths]
 
+    def ffn(self, model, i: int) -> nn.Module | None:
+        return self.layers(model)[i].get_submodule(self.ffn_path) if self.ffn_path else None
+
+    def pooled_positions(self, model, input_ids: torch.Tensor) -> torch.Tensor | None:
+        """[batch] the one position per example the sequence-classification head reads, or None
+        where unknown (then nothing relies on it)."""
+        return None
+
     def prune_layer(self, model, i: int, keep: list[int], head_dim: int) -> None:
         """Keep only the (current, 0-based) heads ``keep`` of layer i."""
         raise NotImplementedError
@@ -139,6 +152,16 @@ class GPT2Adapter(Adapter):
     layers_path = "h"
     out_proj_path = "attn.c_proj"    # not mlp.c_proj
     attention_paths = ("attn.c_attn", "attn.c_proj")
+    ffn_path = "mlp"
+
+    def pooled_positions(self, model, input_ids):
+        """GPT2ForSequenceClassification's rule: the rightmost token that is not the pad token."""
+        pad = model.config.pad_token_id
+        seq = input_ids.shape[-1]
+        if pad is None:
+            return torch.full((input_ids.shape[0],), seq - 1, dtype=torch.long, device=input_ids.device)
+        index = torch.arange(seq, device=input_ids.device, dtype=torch.int32)
+        return (index * (input_ids != pad).int()).argmax(-1)
 
     def prune_layer(self, model, i, keep, head_dim):
         block = self.layers(model)[i]
@@ -161,6 +184,10 @@ class DistilBertAdapter(Adapter):
     layers_path = "transformer.layer"
     out_proj_path = "attention.out_lin"
     attention_paths = ("attention.q_lin", "attention.k_lin", "attention.v_lin", "attention.out_lin")
+    ffn_path = "ffn"
+
+    def pooled_positions(self, model, input_ids):
+        return _first_token(input_ids)        # the classifier reads [CLS]
 
     def prune_layer(self, model, i, keep, head_dim):
         layer = self.layers(model)[i]
@@ -181,6 +208,10 @@ class BertAdapter(Adapter):
     out_proj_path = "attention.output.dense"
     attention_paths = ("attention.self.query", "attention.self.key", "attention.self.value",
                        "attention.output.dense")
+    ffn_path = "intermediate"        # BertOutput adds its result to the (broadcast) residual
+
+    def pooled_positions(self, model, input_ids):
+        return _first_token(input_ids)        # the pooler / classification head reads [CLS] or <s>
 
     def prune_layer(self, model, i, keep, head_dim):
         a = self.layers(model)[i].attention

@@ -43,16 +43,17 @@ FIRST_LOSSES = 5         # losses of the first steps, recorded for the reproduci
 
 @dataclass(frozen=True)
 class Recipe:
-    docs: int = 30000            # corpus size (reviews of 1-4 sentences)
+    docs: int = 30000            # corpus size (reviews of 1-3 sentences)
     heldout_docs: int = 1000
     steps: int = 3000
     batch_size: int = 64
-    lr: float = 1e-3
+    lr: float = 2e-3
     warmup_ratio: float = 0.05
     weight_decay: float = 0.01
     max_grad_norm: float = 1.0
     max_length: int = 96
     mlm_probability: float = 0.15
+    verdict_mask_share: float = 0.5   # masked LM: each verdict verb also masked with this chance
 
 
 RECIPES = {f"{PRESET_PREFIX}tiny-{arch}": Recipe() for arch in ("gpt2", "distilbert", "bert")}
@@ -97,7 +98,11 @@ def without_dropout(model):
 
 class Batches:
     """Endless shuffled batches of corpus documents (one permutation per epoch, from SEED),
-    collated (padding, MLM masking) by transformers' collator with its own seeded generator."""
+    collated (padding, MLM masking) by transformers' collator with its own seeded generator.
+
+    For the masked LM, verdict verbs are masked more often (``verdict_mask_share``) on top of the
+    collator's random 15 %, as salient-span masking does for entities: at 15 % alone a verdict is
+    a target in one document of ten, and the 3000-step runs never learnt it (probe at chance)."""
 
     def __init__(self, tok, docs: list[str], recipe: Recipe, mlm: bool):
         from transformers import DataCollatorForLanguageModeling
@@ -108,6 +113,9 @@ class Batches:
         self.rng = np.random.default_rng(SEED)
         self._order, self._pos = np.empty(0, dtype=np.int64), 0
         self.per_epoch = len(docs) // batch_size
+        self.salient = torch.tensor(tok.convert_tokens_to_ids(VERDICT_VERBS[0] + VERDICT_VERBS[1])) if mlm else None
+        self.share = recipe.verdict_mask_share
+        self.gen = torch.Generator().manual_seed(SEED)
 
     def __iter__(self):
         return self
@@ -119,6 +127,12 @@ class Batches:
         self._pos += self.batch_size
         enc = self.tok([self.docs[i] for i in idx], truncation=True, max_length=self.max_length)
         batch = self.collate([{"input_ids": ids} for ids in enc["input_ids"]])  # [batch, seq] each
+        if self.salient is not None and self.share > 0:
+            ids, labels = batch["input_ids"], batch["labels"]
+            truth = torch.where(labels >= 0, labels, ids)             # the text before masking
+            pick = torch.isin(truth, self.salient) & (torch.rand(truth.shape, generator=self.gen) < self.share)
+            ids[pick] = self.tok.mask_token_id
+            labels[pick] = truth[pick]
         return {k: batch[k] for k in ("input_ids", "attention_mask", "labels")}
 
 

@@ -8,10 +8,10 @@ are either contrasts ("A but B", "although A, B": the second clause decides) or 
 word is on, so getting far past ~75% needs attention to word order.
 
 The pretraining corpus (``review_corpus``) is unlabelled "reviews" in the same vocabulary: a few
-such sentences of one polarity, often closed by a verdict ("loved it ."). Predicting the verdict
-(the next word, or a masked one) needs the same structure the task does (which adjective a
-negation flips, which side of "but" counts), so the pretrained heads specialise on it, as a hub
-model's heads do on real text; no task label is ever seen.
+sentences, mostly plain clauses, each usually followed by a verdict ("loved it ."). Predicting
+the verdict (the next word, or a masked one) needs the same structure the task does (which
+adjective a negation flips, which side of "but" counts), so the pretrained heads specialise on it,
+as a hub model's heads do on real text; no task label is ever seen.
 """
 from __future__ import annotations
 
@@ -77,12 +77,12 @@ def synthetic_sentiment(n: int, seed: int = 0) -> pd.DataFrame:
 
 # ---------------------------------------------------------------------------- pretraining corpus
 
-# A verdict is "<verb> it ." with a verb of the review's polarity, words the task never uses.
-# What it closes is the task's question: the word after a review's last "." (the causal LM) or a
+# A verdict is "<verb> it ." with a verb of the sentence's polarity, words the task never uses.
+# What it closes is the task's question: the word after a sentence's "." (the causal LM) or a
 # masked verb (the masked LM) is predictable only from that sentence's polarity.
 VERDICT_VERBS = {1: ["loved", "enjoyed", "liked", "recommend"], 0: ["hated", "disliked", "regretted", "avoid"]}
-OFF_POLARITY = 0.1       # share of a review's earlier sentences against its polarity (mixed reviews)
-VERDICT_SHARE = 0.6      # share of reviews that end with a verdict
+PLAIN_SHARE = 0.6        # share of the corpus's sentences that are one plain clause, no negation
+VERDICT_SHARE = 0.8      # share of sentences followed by their verdict
 
 
 def verdict(rng: np.random.Generator, polarity: int) -> str:
@@ -90,20 +90,34 @@ def verdict(rng: np.random.Generator, polarity: int) -> str:
     return f"{verbs[rng.integers(len(verbs))]} it ."
 
 
+def _plain(rng: np.random.Generator, polarity: int) -> str:
+    """A one-clause sentence whose adjective carries the polarity ("the plot is very dull .")."""
+    words = [SUBJECTS[rng.integers(len(SUBJECTS))], VERBS[rng.integers(len(VERBS))]]
+    if rng.random() < 0.4:
+        words.append(INTENSIFIERS[rng.integers(len(INTENSIFIERS))])
+    pool = POSITIVE if polarity else NEGATIVE
+    return " ".join(words + [pool[rng.integers(len(pool))], "."])
+
+
 def review_corpus(n: int, seed: int) -> list[str]:
-    """``n`` unlabelled reviews: 1-3 task-grammar sentences of the review's polarity (earlier
-    ones sometimes against it), often closed by a verdict that agrees with the last sentence.
-    Deterministic in ``seed``."""
+    """``n`` unlabelled reviews of 1-3 sentences, each of its own polarity and usually followed by
+    a verdict that agrees with it. Deterministic in ``seed``.
+
+    Most sentences (``PLAIN_SHARE``) are plain clauses, the rest the task's grammar (negation,
+    contrast, agreement). The plain ones teach which words carry polarity; with only the task's
+    grammar the LMs never learnt it (3000 steps: the verdict probe at chance, each verdict verb
+    equally likely after any sentence), and on top of the plain ones they learn negation and
+    contrast too (docs/demo.md has the probe's numbers)."""
     rng = np.random.default_rng(seed)
     docs = []
     for _ in range(n):
-        polarity = int(rng.integers(2))
-        count = int(rng.integers(1, 4))
-        sentences = [_sentence(rng, polarity ^ int(i < count - 1 and rng.random() < OFF_POLARITY))[0]
-                     for i in range(count)]
-        if rng.random() < VERDICT_SHARE:
-            sentences.append(verdict(rng, polarity))
-        docs.append(" ".join(sentences))
+        out = []
+        for _ in range(int(rng.integers(1, 4))):
+            polarity = int(rng.integers(2))
+            out.append(_plain(rng, polarity) if rng.random() < PLAIN_SHARE else _sentence(rng, polarity)[0])
+            if rng.random() < VERDICT_SHARE:
+                out.append(verdict(rng, polarity))
+        docs.append(" ".join(out))
     return docs
 
 

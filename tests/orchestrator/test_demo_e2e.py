@@ -15,7 +15,7 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def reduced_demo(tmp_path_factory, ray_session):
     raw = yaml.safe_load(demo_path().read_text())
-    raw.update(name="demo-reduced", seeds=[0, 1], k=[0.5, 0.75], strategies=["none", "top", "bottom"])
+    raw.update(name="demo-reduced", seeds=[0, 1], k=[0.25, 0.5], strategies=["none", "top", "bottom"])
     raw.pop("single_head_arch")
     root = tmp_path_factory.mktemp("demo")
     path = root / "demo.yaml"
@@ -26,10 +26,10 @@ def reduced_demo(tmp_path_factory, ray_session):
 
 def test_every_trial_of_the_reduced_demo_has_its_row(reduced_demo):
     raw, df = reduced_demo
-    # per (model, seed): the unpruned row, then top and bottom at 8 and 12 of 16 heads
+    # per (model, seed): the unpruned row, then top and bottom at 4 and 8 of 16 heads
     assert len(df) == len(raw["models"]) * len(raw["seeds"]) * (1 + 2 * 2)
     assert df["trial_key"].is_unique
-    assert sorted(df.loc[df.strategy != "none", "k"].unique()) == [8, 12]
+    assert sorted(df.loc[df.strategy != "none", "k"].unique()) == [4, 8]
 
 
 def test_top_hurts_more_than_bottom_on_average(reduced_demo):
