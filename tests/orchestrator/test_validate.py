@@ -330,9 +330,9 @@ def test_demo_validates(harness, tmp_path, capsys, monkeypatch):
     rc, out, err = harness.run_cli(["validate", REPO / "configs" / "demo.yaml"], capsys)
     assert rc == 0, err
     assert "error:" not in err
-    # 2 models + their one-head variants, 5 seeds; per (multi-head model, seed): top and bottom x 4 K,
+    # 2 models + their one-head variants, 7 seeds; per (multi-head model, seed): top and bottom x 4 K,
     # random x 4 K x 3 draws, single-head, layer-single-head, iterative
-    assert re.search(r"^ok: demo: 20 stage-A fine-tunes, 230 stage-B trials -> ", out, re.M), out
+    assert re.search(r"^ok: demo: 28 stage-A fine-tunes, 322 stage-B trials -> ", out, re.M), out
     assert not (tmp_path / "sweeps").exists()
 
 
