@@ -175,7 +175,9 @@ def metric_vs_k(summary: pd.DataFrame, stats: pd.DataFrame, results: pd.DataFram
                     if b is not None:   # every curve starts at K = 0: the unpruned model it was cut from
                         x, y = np.concatenate([[0.0], x]), np.concatenate([[b["mean"]], y])
                         lo, hi = np.concatenate([[np.nan], lo]), np.concatenate([[np.nan], hi])
-                    ax.plot(x, y, color=c, ls=":" if per_layer else "-", lw=1.6, label=name)
+                    # iterative follows bottom-K until the re-scoring matters: dash-dot keeps both visible
+                    ls = ":" if per_layer else "-." if strategy == "iterative" else "-"
+                    ax.plot(x, y, color=c, ls=ls, lw=1.6, label=name)
                     f = np.array(filled, bool)
                     xs, ys_ = x[len(x) - len(f):], y[len(y) - len(f):]   # the measured K (K = 0 is drawn grey)
                     ax.scatter(xs[f], ys_[f], color=c, s=22, zorder=3)
