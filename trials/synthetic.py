@@ -31,9 +31,10 @@ INTENSIFIERS = ["very", "really", "truly", "remarkably", "extremely", "rather", 
 FILLERS = ["frankly ,", "overall ,", "in the end ,", "at times ,", "honestly ,", "for the most part ,"]
 
 
-def _clause(rng: np.random.Generator, polarity: int | None = None) -> tuple[str, int]:
-    """(text, polarity in {0, 1}); ``polarity`` forces the clause's meaning."""
-    negated = rng.random() < 0.35
+def _clause(rng: np.random.Generator, polarity: int | None = None, negation: bool = True) -> tuple[str, int]:
+    """(text, polarity in {0, 1}); ``polarity`` forces the clause's meaning; ``negation=False``
+    gives a plain clause whose adjective carries the polarity."""
+    negated = negation and rng.random() < 0.35
     want = int(rng.integers(2)) if polarity is None else polarity
     adj_pos = bool(want) != negated           # negation flips the adjective's polarity
     words = [SUBJECTS[rng.integers(len(SUBJECTS))], VERBS[rng.integers(len(VERBS))]]
@@ -90,15 +91,6 @@ def verdict(rng: np.random.Generator, polarity: int) -> str:
     return f"{verbs[rng.integers(len(verbs))]} it ."
 
 
-def _plain(rng: np.random.Generator, polarity: int) -> str:
-    """A one-clause sentence whose adjective carries the polarity ("the plot is very dull .")."""
-    words = [SUBJECTS[rng.integers(len(SUBJECTS))], VERBS[rng.integers(len(VERBS))]]
-    if rng.random() < 0.4:
-        words.append(INTENSIFIERS[rng.integers(len(INTENSIFIERS))])
-    pool = POSITIVE if polarity else NEGATIVE
-    return " ".join(words + [pool[rng.integers(len(pool))], "."])
-
-
 def review_corpus(n: int, seed: int) -> list[str]:
     """``n`` unlabelled reviews of 1-3 sentences, each of its own polarity and usually followed by
     a verdict that agrees with it. Deterministic in ``seed``.
@@ -114,7 +106,8 @@ def review_corpus(n: int, seed: int) -> list[str]:
         out = []
         for _ in range(int(rng.integers(1, 4))):
             polarity = int(rng.integers(2))
-            out.append(_plain(rng, polarity) if rng.random() < PLAIN_SHARE else _sentence(rng, polarity)[0])
+            plain = rng.random() < PLAIN_SHARE
+            out.append(_clause(rng, polarity, negation=False)[0] + " ." if plain else _sentence(rng, polarity)[0])
             if rng.random() < VERDICT_SHARE:
                 out.append(verdict(rng, polarity))
         docs.append(" ".join(out))
