@@ -6,21 +6,27 @@ sentences are ~25 tokens), eval mode, fixed threads:
 
 - ``ratio``: seconds of the loop (72 passes over the batches, ``trials.masked`` one head at a
   time, minus one unmasked pass) over seconds of ``trials.ablation.ablation_importance`` (each
-  batch once unmasked, then each layer's 12 masks in passes that replay the layers below, with
-  the last layer's attention output and feed-forward computed at the pooled row only).
+  batch once unmasked, then each layer's 12 masks in passes that replay the layers below, run the
+  masked layer's attention once and fan out at its output projection, and compute the last
+  layer's attention output and feed-forward at the pooled row only).
                                                                                  target >= 3
 The two results are checked equal (max abs difference, target <= 1e-5). Timings are interleaved
 (loop, batched, batched, loop, ...); the headline is the median of the paired ratios.
 
 Where the ratio comes from, in layer-batches of floating-point work (a layer's q/k/v projections
 are 3/12 of it, the output projection and feed-forward 9/12 at DistilBERT's 4x feed-forward
-width): the loop runs 72 x 6 = 432. The batched form runs, per batch, one unmasked pass (5.25:
-the last layer only needs keys and values over every token) and, for the masks of layer l, the
-layers l..4 in full plus 0.25 of the last: 12 x (5.25 + 4.25 + 3.25 + 2.25 + 1.25 + 0.25) = 198.
-That is 203 in all, a ratio of 2.1: the work an exact leave-one-out cannot skip. What the ratio
-gains above 2.1 is per-pass overhead (Python, kernel launches, small matrix products), which
-large batches amortise: the narrower the model or the shorter the sequences, the more. ``--dim
-768`` (DistilBERT-base width) is compute-bound on a CPU.
+width; ``trials.ablation.flop_ceiling`` counts it, and the bench checks the count with
+torch's FlopCounterMode): the loop runs 73 x 6 = 438 (72 masked passes and the unmasked
+one). The batched form runs, per batch, one unmasked pass (5.25: the last layer only needs keys
+and values over every token) and, for each mask of layer l < 5, the rest of layer l (0.75), the
+layers l+1..4 in full and 0.25 of the last: 12 x (5 + 4 + 3 + 2 + 1) = 180; a mask of the last
+layer costs only its pooled row (0.75 / seq). That is 187 in all at seq 32, a ceiling of 2.34x
+(2.15x before the masked layer's attention was shared, 1.7x with the replay alone): the work an
+exact leave-one-out cannot skip, since a mask in layer l changes every layer above it at every
+token. What the ratio gains above it is per-pass overhead (Python, kernel launches, small matrix
+products), which large batches amortise on a GPU; what it loses below it is mostly memory
+traffic of the larger passes (GELU, copies), hence ``TOKENS_PER_PASS``. ``--dim 768``
+(DistilBERT-base width) is compute-bound on a CPU.
 
     python bench/ablation.py --quick
 """
@@ -46,16 +52,13 @@ def build(dim: int, layers: int, heads: int, seed: int = 0):
     return model
 
 
-def flop_ceiling(dim: int, layers: int, heads: int, ffn: int) -> float:
-    """Loop over batched floating-point work (the projections and the feed-forward; attention
-    scores are a few % at these lengths): the best ratio an exact leave-one-out can reach when
-    both are compute-bound. Per token, a layer's q/k/v cost 3 dim^2, the rest dim^2 + 2 dim ffn."""
-    qkv, rest = 3 * dim * dim, dim * dim + 2 * dim * ffn
-    full = qkv + rest
-    loop = (layers * heads + 1) * layers * full                       # 72 masked passes + 1 unmasked
-    base = (layers - 1) * full + qkv                                  # the last layer at the pooled row
-    masks = heads * sum((layers - 1 - l) * full + qkv for l in range(layers))
-    return loop / (base + masks)
+def counted_flops(fn, model, batches) -> int:
+    """Floating-point operations of ``fn(model, batches)`` as torch's FlopCounterMode counts them
+    (matrix products; the CPU's fused attention kernel is not counted)."""
+    from torch.utils.flop_counter import FlopCounterMode
+    with FlopCounterMode(display=False) as counter:
+        fn(model, batches)
+    return counter.get_total_flops()
 
 
 def loop_ablation(model, batches):
@@ -84,7 +87,7 @@ def loop_ablation(model, batches):
     return out.float()
 
 
-def main(argv=None) -> int:
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="fewer repeats")
     p.add_argument("--dim", type=int, default=192, help="hidden width (head_dim = dim / heads)")
@@ -97,48 +100,75 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=None)
     p.add_argument("--tokens-per-pass", type=int, default=None,
                    help="rows x tokens per batched pass (default: trials.ablation.TOKENS_PER_PASS)")
-    args = p.parse_args(argv)
-    quiet()
+    p.add_argument("--device", default="cpu", help="cpu or cuda (bench/gpu_check.py runs it there)")
+    return p
+
+
+def measure(args) -> dict:
+    """The paired loop / batched timings of ``args`` (see ``parser``), as the result dict."""
     import torch
 
     from functools import partial
 
-    from trials.ablation import TOKENS_PER_PASS
+    from trials.ablation import TOKENS_PER_PASS, flop_ceiling
     from trials.ablation import ablation_importance as batched
     ablation_importance = partial(batched, tokens_per_pass=args.tokens_per_pass or TOKENS_PER_PASS)
     torch.set_num_threads(args.threads)
-    torch.set_num_interop_threads(1)
     repeats = args.repeats or (3 if args.quick else 8)
-    t_start = time.perf_counter()
-    model = build(args.dim, args.layers, args.heads)
+    device = torch.device(args.device)
+    model = build(args.dim, args.layers, args.heads).to(device)
     g = torch.Generator().manual_seed(0)
     batches = []
     for _ in range(args.batches):
         lengths = torch.randint(args.seq // 2, args.seq + 1, (args.batch,), generator=g)
         mask = (torch.arange(args.seq)[None, :] < lengths[:, None]).long()       # [batch, seq], right-padded
         ids = torch.randint(10, 5000, (args.batch, args.seq), generator=g) * mask
-        batches.append({"input_ids": ids, "attention_mask": mask,
-                        "labels": torch.randint(0, 2, (args.batch,), generator=g)})
+        batches.append({k: v.to(device) for k, v in {"input_ids": ids, "attention_mask": mask,
+                        "labels": torch.randint(0, 2, (args.batch,), generator=g)}.items()})
 
-    ref, got = loop_ablation(model, batches), ablation_importance(model, batches)
+    def timed(fn):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        fn(model, batches)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - t0
+
+    ref, got = loop_ablation(model, batches), ablation_importance(model, batches)   # also the warm-up
     max_diff = float((ref - got).abs().max())
     log(f"dim={args.dim} layers={args.layers} heads={args.heads} seq={args.seq} batch={args.batch}x"
-        f"{args.batches} threads={args.threads} repeats={repeats}; max |diff| = {max_diff:.2e}")
+        f"{args.batches} device={args.device} threads={args.threads} repeats={repeats}; "
+        f"max |diff| = {max_diff:.2e}")
     loop_s, batched_s = [], []
     for r in range(repeats):
         order = ("loop", "batched") if r % 2 == 0 else ("batched", "loop")
         for name in order:
-            t0 = time.perf_counter()
-            (loop_ablation if name == "loop" else ablation_importance)(model, batches)
-            (loop_s if name == "loop" else batched_s).append(time.perf_counter() - t0)
+            (loop_s if name == "loop" else batched_s).append(
+                timed(loop_ablation if name == "loop" else ablation_importance))
         log(f"round {r}: loop {loop_s[-1]:.2f}s batched {batched_s[-1]:.2f}s")
     paired = [a / b for a, b in zip(loop_s, batched_s)]
-    ceiling = flop_ceiling(args.dim, args.layers, args.heads, model.config.hidden_dim)
-    finish({"bench": "ablation", "ratio": median(paired), "target": 3.0, "max_abs_diff": max_diff,
-            "flop_ceiling": round(ceiling, 3), "share_of_ceiling": round(median(paired) / ceiling, 3),
+    ceiling = flop_ceiling(args.layers, args.heads, args.dim, model.config.hidden_dim, args.seq)
+    one = batches[:1]                                 # the ratio is per batch
+    counted = counted_flops(loop_ablation, model, one) / counted_flops(ablation_importance, model, one)
+    return {"bench": "ablation", "ratio": median(paired), "target": 3.0, "max_abs_diff": max_diff,
+            "flop_ceiling": round(ceiling, 3),
+            "counted_flop_ratio": round(counted, 3), "share_of_ceiling": round(median(paired) / ceiling, 3),
             "loop_median_s": median(loop_s), "batched_median_s": median(batched_s),
             "loop_s": [round(x, 3) for x in loop_s], "batched_s": [round(x, 3) for x in batched_s],
-            "config": vars(args)}, args.quick, t_start)
+            "config": vars(args)}
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    quiet()
+    import torch
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        log(f"bench/ablation: --device {args.device}: no CUDA device here")
+        return 2
+    torch.set_num_interop_threads(1)
+    t_start = time.perf_counter()
+    finish(measure(args), args.quick, t_start)
     return 0
 
 

@@ -9,6 +9,10 @@
 2. Four stage-B trials sharing the GPU (``resources.prune.gpu: 0.25``) through the orchestrator
    (``orchestrator.plan.plan_file`` + ``driver.run_sweep``) after a tiny stage A: rows, precision, and how far
    the four trials overlapped in time.
+3. Leave-one-out importance (bench/ablation.py) on the GPU at DistilBERT-base width, 6 x 12 heads:
+   the batched form against the one-head loop, paired and interleaved, and their max difference.
+   On a CPU it is compute-bound (2.34x at most, BENCHMARKS.md); on a GPU the loop's 73 small
+   passes per batch are launch-bound, which the batched passes amortise.
 
 Prints one JSON line. Exits 2 with a clear message when no CUDA device is present
 (``--cpu-smoke`` runs the same code paths with tiny models on the CPU, to check the script
@@ -181,6 +185,17 @@ def shared_gpu_trials(args, smoke: bool) -> dict:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def ablation_ratio(smoke: bool) -> dict:
+    """bench/ablation.py's measurement on the GPU: DistilBERT-base width, SST-2-like lengths."""
+    import ablation
+    flags = (["--dim", "96", "--seq", "16", "--batch", "8", "--batches", "1", "--repeats", "1"] if smoke else
+             ["--dim", "768", "--seq", "64", "--batch", "32", "--batches", "4", "--repeats", "3"])
+    args = ablation.parser().parse_args([*flags, "--device", "cpu" if smoke else "cuda"])
+    r = ablation.measure(args)
+    return {k: r[k] for k in ("ratio", "max_abs_diff", "flop_ceiling", "loop_median_s", "batched_median_s")} | {
+        "flags": " ".join(flags)}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--cpu-smoke", action="store_true",
@@ -190,6 +205,7 @@ def main(argv=None) -> int:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--seq", type=int, default=128)
     p.add_argument("--skip-shared", action="store_true", help="skip the four shared-GPU stage-B trials")
+    p.add_argument("--skip-ablation", action="store_true", help="skip the leave-one-out importance ratio")
     args = p.parse_args(argv)
     quiet()
     import torch
@@ -222,9 +238,13 @@ def main(argv=None) -> int:
     shared = None if args.skip_shared else shared_gpu_trials(args, smoke)
     if shared:
         log(shared)
+    ablation = None if args.skip_ablation else ablation_ratio(smoke)
+    if ablation:
+        log(ablation)
     emit({
         "benchmark": "gpu_check", "gpu": device_name, "smoke": smoke,
         "peak_flops": peak, "finetune": runs, "shared_gpu_trials": shared,
+        "ablation": ablation,
         "mfu_formula": "6 * params (all, embeddings included) * tokens/s / peak dense bf16|fp16 FLOP/s",
         "seconds": round(time.perf_counter() - t_start, 1),
         "cuda": torch.version.cuda, "machine": machine(), "date": now_utc(),

@@ -25,14 +25,13 @@ def headline_lines(table) -> list[str]:
     if table is None or not len(table):
         return []
     metric = str(table["metric"].iloc[0])
-    head = f"{'model':<18} {'K':>5} {'baseline':>9}" + "".join(f" {s + ' (diff, p)':>24}" for s in STRATEGIES)
+    several = "importance_method" in table and table["importance_method"].nunique() > 1
+    labels = [str(r["model"]) + (f" [{r['importance_method']}]" if several else "") for _, r in table.iterrows()]
+    width = max(18, *map(len, labels))     # a label is never cut: "[ablation]" vs "[gradient]" must show
+    head = f"{'model':<{width}} {'K':>5} {'baseline':>9}" + "".join(f" {s + ' (diff, p)':>24}" for s in STRATEGIES)
     lines = [f"headline ({metric} in points at the largest K; diff = condition - baseline, p Holm-adjusted):",
              head]
-    for _, r in table.iterrows():
-        label = str(r["model"])
-        method = r.get("importance_method")
-        if isinstance(method, str) and method and table["importance_method"].nunique() > 1:
-            label += f" [{method}]"
+    for label, (_, r) in zip(labels, table.iterrows()):
         k = r.get("k_fraction")
         k_txt = f"{k:.0%}" if isinstance(k, float) and not math.isnan(k) else str(r.get("k", "-"))
         cells = []
@@ -40,7 +39,7 @@ def headline_lines(table) -> list[str]:
             mean, diff, p = r.get(f"{s}_mean"), r.get(f"{s}_difference"), r.get(f"{s}_p_adjusted")
             d = "-" if diff is None or (isinstance(diff, float) and math.isnan(diff)) else f"{100 * diff:+.1f}"
             cells.append(f" {_pct(mean) + ' (' + d + ', ' + _p(p) + ')':>24}")
-        lines.append(f"{label[:18]:<18} {k_txt:>5} {_pct(r.get('baseline_mean')):>9}" + "".join(cells))
+        lines.append(f"{label:<{width}} {k_txt:>5} {_pct(r.get('baseline_mean')):>9}" + "".join(cells))
     return lines
 
 

@@ -1,18 +1,21 @@
 """Leave-one-out importance (Michel, Levy & Neubig 2019, §3.1): I_h = L(head h masked) - L(all
 heads), the mean task loss over the importance examples. Positive: the model is worse without h.
 
-Two facts make it cheaper than 72 masked passes, exactly:
+Three facts make it cheaper than 72 masked passes, exactly:
 
-- Masking one head changes nothing below its layer, and the gates take one mask per example, so
-  the single-head masks of a layer are evaluated together: each batch runs once unmasked (its
-  layer outputs kept), then once per layer l with the batch repeated for every head of l, where
-  the layers below l return their kept outputs instead of recomputing them (``_replay``).
+- Masking one head changes nothing below its layer, so the single-head masks of a layer are
+  evaluated together: each batch runs once unmasked (its layer outputs kept), then once per layer
+  l over the batch repeated for every head of l, where the layers below l return their kept
+  outputs instead of recomputing them (``_replay``).
+- Nor does it change layer l's queries, keys, values or attention probabilities: layer l runs
+  them once over the batch, and the batch fans out into one copy per mask only at the output
+  projection's input, where each copy has its head zeroed (``_fan_out``).
 - The classification head reads one position per example ([CLS]; GPT-2: the last non-pad
   token), so the last layer needs its attention output and feed-forward at that row only
   (``_pooled_rows_only``); keys and values still see every token.
 
 A 6 x 12 model then costs 1 + 6 (chunked) passes per batch, each over fewer layers, instead of 72
-full passes (bench/ablation.py measures the ratio).
+full passes; bench/ablation.py measures the ratio and counts the work no exact method can skip.
 
 Registered as ``ablation`` in ``trials.importance.IMPORTANCE_METHODS``.
 """
@@ -26,7 +29,7 @@ from torch import nn
 
 from trials.adapters import adapter_for, head_layout
 from trials.data import model_inputs
-from trials.gates import gated, repeat_batch
+from trials.gates import repeat_batch
 from trials.metrics import task_loss
 
 # Rows (examples x masks) x tokens evaluated per forward pass: bounds the memory of one pass.
@@ -39,6 +42,8 @@ def ablation_importance(model: nn.Module, batches: Iterable[dict],
     """Raw loss increase per head, float32 [n_layers, n_heads] on the CPU. Active masks stay in
     force (a head already masked scores 0: masking it again changes nothing)."""
     layout = head_layout(model)
+    if getattr(model, "headsweep_present_heads", None):
+        raise ValueError("ablation_importance needs the unpruned model (mask heads instead of pruning them)")
     n_layers, n_heads = layout.n_layers, layout.n_heads
     device = next(model.parameters()).device
     was_training = model.training
@@ -60,10 +65,7 @@ def ablation_importance(model: nn.Module, batches: Iterable[dict],
                     for start in range(0, n_heads, per_pass):
                         heads = list(range(start, min(start + per_pass, n_heads)))
                         m = len(heads)
-                        gates = torch.ones(m, b, n_layers, n_heads, device=device)   # [masks, batch, L, H]
-                        gates[torch.arange(m), :, layer, heads] = 0.0
-                        with _replay(model, kept, layer, m), gated(
-                                model, gates.view(m * b, n_layers, n_heads), layers=[layer]):
+                        with _replay(model, kept, layer), _fan_out(model, layer, heads, b, n_heads):
                             logits = model(**repeat_batch(inputs, m)).logits
                         losses = task_loss(logits, labels.repeat(m), reduction="none").view(m, b)
                         masked_sum[layer, start:start + m] += losses.double().sum(1).cpu()
@@ -75,6 +77,20 @@ def ablation_importance(model: nn.Module, batches: Iterable[dict],
 
 
 ablation_importance.sign = 1
+
+
+def flop_ceiling(n_layers: int, n_heads: int, dim: int, ffn: int, seq: int) -> float:
+    """Matrix-product work of 72 single-head masked passes + 1 unmasked (the plain loop) over
+    the work of ``ablation_importance``: the best speed-up an exact leave-one-out can reach where
+    both are compute-bound (attention scores, a few % at these lengths, left out). Per token, a
+    layer's q/k/v cost 3 dim^2 and the rest dim^2 + 2 dim ffn; the last layer's rest runs at one
+    row of ``seq``; a mask in layer l recomputes the rest of l and everything above it."""
+    qkv, rest = 3 * dim * dim, dim * dim + 2 * dim * ffn
+    full, last = qkv + rest, qkv + rest / seq
+    loop = (n_layers * n_heads + 1) * n_layers * full
+    unmasked = (n_layers - 1) * full + last
+    masks = sum(rest + (n_layers - 2 - l) * full + last for l in range(n_layers - 1)) + rest / seq
+    return loop / (unmasked + n_heads * masks)
 
 
 @contextlib.contextmanager
@@ -111,9 +127,12 @@ def _pooled_rows_only(model: nn.Module, input_ids: torch.Tensor):
         return
 
     def take(module, args):
-        x = args[0]                                               # [rows, seq, width]
-        rows = pos.repeat(x.shape[0] // pos.shape[0])             # mask-major, as repeat_batch
-        return (x.gather(1, rows.view(-1, 1, 1).expand(-1, 1, x.shape[-1])), *args[1:])
+        x = args[0]                                 # [rows, seq, width] or [masks, batch, seq, width]
+        lead, (s, width) = x.shape[:-2], x.shape[-2:]
+        flat = x.reshape(-1, s, width)
+        rows = pos.repeat(flat.shape[0] // pos.shape[0])          # mask-major, as repeat_batch
+        row = flat.gather(1, rows.view(-1, 1, 1).expand(-1, 1, width))
+        return (row.view(*lead, 1, width), *args[1:])
     handles = []
     try:
         for module in (ad.out_proj(model, last), ffn):
@@ -125,17 +144,16 @@ def _pooled_rows_only(model: nn.Module, input_ids: torch.Tensor):
 
 
 @contextlib.contextmanager
-def _replay(model: nn.Module, kept: dict, below: int, times: int):
-    """Inside the block, layers ``< below`` skip their computation and return their kept output;
-    the one layer ``below`` reads gets it repeated ``times`` along the batch (mask-major, as
-    ``repeat_batch``): a single-head mask in layer ``below`` cannot change them."""
+def _replay(model: nn.Module, kept: dict, below: int):
+    """Inside the block, layers ``< below`` skip their computation and return their kept output
+    (unrepeated: layer ``below`` fans out itself): a single-head mask in layer ``below`` cannot
+    change them."""
     layers = adapter_for(model).layers(model)
     saved = []   # (layer, its own instance-level forward or None): accelerate may have set one
     try:
         for i in range(below):
-            out = _repeat(kept[i], times) if i == below - 1 else kept[i]   # the others go unread
             saved.append((layers[i], layers[i].__dict__.get("forward")))
-            layers[i].forward = lambda *a, _out=out, **kw: _out
+            layers[i].forward = lambda *a, _out=kept[i], **kw: _out
         yield
     finally:
         for layer, own in saved:
@@ -145,10 +163,56 @@ def _replay(model: nn.Module, kept: dict, below: int, times: int):
                 layer.forward = own
 
 
-def _repeat(output, times: int):
-    """A layer output (a tensor, or a tuple/list of them and None) repeated along dim 0."""
+@contextlib.contextmanager
+def _fan_out(model: nn.Module, layer: int, heads: list[int], b: int, n_heads: int):
+    """Inside the block, the model runs on the batch repeated once per head in ``heads``
+    (mask-major, as ``repeat_batch``) and layer ``layer`` masks head ``heads[j]`` in copy j, but
+    computes its attention over the ``b`` original rows only: the copies fan out at the output
+    projection's input, the one place where they differ.
+
+    The projection's output comes back as [masks, batch, seq, width], so the layer's residual
+    additions broadcast its unrepeated input over the masks; the layer's output is flattened to
+    [masks * batch, seq, width] for the layers above."""
+    ad = adapter_for(model)
+    block, proj = ad.layers(model)[layer], ad.out_proj(model, layer)
+    m = len(heads)
+    g = torch.ones(m, n_heads, device=next(model.parameters()).device)
+    g[torch.arange(m), heads] = 0.0
+    g = g.view(m, 1, 1, n_heads, 1)                                  # [masks, 1, 1, heads, 1]
+
+    def first_rows(v):   # the batch's first copy of a repeated tensor (copies are identical)
+        return v[:b] if torch.is_tensor(v) and v.dim() >= 2 and v.shape[0] == m * b else v
+
+    def unrepeat_inputs(module, args, kwargs):
+        return tuple(first_rows(a) for a in args), {k: first_rows(v) for k, v in kwargs.items()}
+
+    def fan(module, args):
+        x = args[0]                                                  # [batch, seq, heads*head_dim]
+        _, s, width = x.shape
+        x = x.reshape(1, b, s, n_heads, width // n_heads) * g.to(x.dtype)   # [masks, batch, seq, H, hd]
+        return (x.view(m * b, s, width), *args[1:])
+
+    def unflatten(module, args, out):
+        return out.view(m, b, *out.shape[1:])                        # [masks, batch, seq, width]
+
+    def flatten(module, args, kwargs, out):
+        return _flat(out, m * b)
+
+    handles = []
+    try:
+        handles.append(block.register_forward_pre_hook(unrepeat_inputs, with_kwargs=True))
+        handles.append(proj.register_forward_pre_hook(fan))
+        handles.append(proj.register_forward_hook(unflatten))
+        handles.append(block.register_forward_hook(flatten, with_kwargs=True))
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def _flat(output, rows: int):
+    """A layer's output (its hidden states, or a tuple that starts with them), [masks, batch, seq,
+    width] -> [rows, seq, width]."""
     if torch.is_tensor(output):
-        return output.repeat(times, *([1] * (output.dim() - 1)))
-    if isinstance(output, (tuple, list)):
-        return type(output)(_repeat(o, times) for o in output)
-    return output
+        return output.reshape(rows, *output.shape[2:])
+    return type(output)((_flat(output[0], rows), *output[1:]))

@@ -1,6 +1,7 @@
 """Partial, odd and broken sweeps must load and analyse without crashing (item 6)."""
 
 import json
+import math
 
 import numpy as np
 import pandas as pd
@@ -146,3 +147,18 @@ def test_one_seed_no_extras_notebook_executes(tmp_path):
     assert not [o for o in outputs if o.output_type == "error"]
     text = "".join(o.get("text", "") for o in outputs)
     assert "figure skipped" in text and "no importance scores" in text
+
+
+def test_identical_differences_are_named_as_such_not_blamed_on_the_seed_count():
+    """Three seeds that all lose exactly 47.7 points: t is undefined because nothing varies,
+    not because three seeds are too few (a neighbouring row with three seeds is tested)."""
+    from analysis.compare import t_test_row
+    from analysis.report import _seed_evidence
+    row = {**t_test_row([-0.477, -0.477, -0.477], "accuracy", 0.95), "sim_ci_low": math.nan,
+           "sim_ci_high": math.nan, "family_size": 4, "p_adjusted": math.nan}
+    text = _seed_evidence(row, 0.05)
+    assert "the same difference in all 3 seeds: the paired t-test is undefined" in text
+    assert "with 3 seed(s)" not in text
+    varied = {**t_test_row([-0.40, -0.47, -0.52], "accuracy", 0.95), "sim_ci_low": math.nan,
+              "sim_ci_high": math.nan, "family_size": 4, "p_adjusted": 0.01}
+    assert "paired t-test over 3 seeds, Holm p = 0.010" in _seed_evidence(varied, 0.05)

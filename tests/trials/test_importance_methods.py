@@ -52,6 +52,8 @@ def test_ablation_equals_a_one_head_at_a_time_loop(tiny_random, tokens_per_pass)
     torch.testing.assert_close(got.double(), want, atol=1e-5, rtol=0)
     assert tiny_random.hook_counts(model) == [0] * tiny_random.n_layers
     assert all("forward" not in layer.__dict__ for layer in trials.adapters.adapter_for(model).layers(model))
+    assert not [name for name, mod in model.named_modules()          # the layer-level hooks went too
+                if mod._forward_hooks or mod._forward_pre_hooks]
 
 
 def test_ablation_under_a_mask_and_for_regression(tiny_random):
@@ -72,6 +74,36 @@ def test_ablation_under_a_mask_and_for_regression(tiny_random):
     targets = batches_of(tiny_random, labels=torch.linspace(-1, 2, 6))
     torch.testing.assert_close(ablation_importance(reg, targets).double(),
                                loop_ablation(tiny_random, reg, targets), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("arch", ["distilbert", "gpt2"])
+def test_ablation_does_only_the_work_an_exact_leave_one_out_cannot_skip(arch):
+    """Counted matrix-product FLOPs: the loop's over the batched form's equal the analytic count
+    of trials.ablation.flop_ceiling (replay below the masked layer, the masked layer's attention
+    once, the last layer at the pooled row), so none of the three savings silently goes."""
+    from types import SimpleNamespace
+
+    from torch.utils.flop_counter import FlopCounterMode
+    from transformers import AutoModelForSequenceClassification, DistilBertConfig, GPT2Config
+
+    from trials.ablation import flop_ceiling
+    layers, heads, dim, seq = 6, 12, 48, 16
+    cfg = (DistilBertConfig(vocab_size=100, dim=dim, n_layers=layers, n_heads=heads, hidden_dim=4 * dim,
+                            num_labels=2) if arch == "distilbert" else
+           GPT2Config(vocab_size=100, n_embd=dim, n_layer=layers, n_head=heads, n_positions=64,
+                      pad_token_id=0, num_labels=2))
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_config(cfg).eval()
+    ids = torch.randint(1, 100, (4, seq))
+    batches = [{"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": torch.tensor([0, 1, 1, 0])}]
+
+    def flops(fn):
+        with FlopCounterMode(display=False) as counter:
+            fn()
+        return counter.get_total_flops()
+    tiny = SimpleNamespace(n_layers=layers, n_heads=heads)
+    ratio = flops(lambda: loop_ablation(tiny, model, batches)) / flops(lambda: ablation_importance(model, batches))
+    assert ratio == pytest.approx(flop_ceiling(layers, heads, dim, 4 * dim, seq), rel=0.02)
 
 
 @torch.no_grad()
