@@ -123,6 +123,11 @@ def draws_section(summary: pd.DataFrame) -> list[str]:
     return out + [""]
 
 
+def _criterion(group: str) -> str:
+    """'top-bottom gap [gradient] per layer' -> 'gradient'."""
+    return group[group.index("[") + 1:group.index("]")] if "[" in group and "]" in group else group
+
+
 def methods_section(prim: pd.DataFrame, importance, alpha: float) -> list[str]:
     """Importance criteria: rank agreement within seeds, and which predicts the damage better."""
     rows = prim[prim["family"] == "methods"] if len(prim) else prim
@@ -136,18 +141,22 @@ def methods_section(prim: pd.DataFrame, importance, alpha: float) -> list[str]:
                    f"{a.n_seeds} seed(s); mean Kendall {a.kendall_mean:.2f}): they {agreement_words(a.spearman_mean)}.")
     if len(rows):
         out += ["", "Which criterion predicts the damage better: the top-K minus bottom-K gap (averaged over K) of one "
-                "criterion minus the other's, paired by seed; below 0 the second criterion separates harmful from "
-                "harmless heads more.", ""]
+                "criterion minus the other's, paired by seed; below 0 the criterion named first has the more negative "
+                "gap, so it separates harmful from harmless heads more.", ""]
         for _, r in rows.iterrows():
             d = r["difference"]
             ev = ("no interval (fewer than 3 seeds)" if math.isnan(r["ci_low"]) else
                   f"unadjusted 95% CI {ci_text(r['ci_low'], r['ci_high'])}")
             test = (f"paired t-test over {int(r['n'])} seeds, Holm {p_is(r['p_adjusted'])}, "
                     f"{'significant' if r['p_adjusted'] < alpha else 'not significant'} at {alpha:g}"
-                    if not math.isnan(r["p"]) else f"not testable with {int(r['n'])} seed(s)")
+                    if not math.isnan(r["p"]) else f"not testable with {int(r['n'])} seed(s)" if r["n"] < 2
+                    else f"the same difference in all {int(r['n'])} seeds: the t-test is undefined")
             who = f"{r['task']}: {r['model']}" if rows["task"].nunique() > 1 else r["model"]
-            out.append(f"- {who}: {r['group_b']} minus {r['group_a']}: {fmt_pts(d, True)} points, {direction(d)} "
-                       f"({ev}; {test}). <!-- id: {r['comparison_id']} -->")
+            first, second = (_criterion(r["group_b"]), _criterion(r["group_a"]))
+            better = ("" if not d or math.isnan(d) else
+                      f": in these seeds {first if d < 0 else second} separates harmful from harmless heads more")
+            out.append(f"- {who}: {r['group_b']} minus {r['group_a']}: {fmt_pts(d, True)} points, {direction(d)}"
+                       f"{better} ({ev}; {test}). <!-- id: {r['comparison_id']} -->")
     return out + [""]
 
 
