@@ -70,13 +70,13 @@ def test_method_tests_equal_a_hand_computation(planted):
 
 
 def test_report_names_the_criterion_that_separates_more(planted):
-    paths = analysis.analyze(planted.path, execute=False)    # the report; the notebook is not run
-    report = open(paths["report"]).read()
-    section = report[report.index("## Importance criteria"):]
-    section = section[:section.index("\n## ")]
-    assert "below 0 the criterion named first has the more negative gap" in section
+    from analysis.compare import primary
+    from analysis.report_sections import methods_section
+    section = methods_section(primary(analysis.compare(planted.results)), planted.importance, 0.05)
+    assert section[0] == "## Importance criteria"
+    assert any("below 0 the criterion named first has the more negative gap" in x for x in section)
     for model in ("distilbert", "gpt2"):
-        line = next(x for x in section.splitlines() if x.startswith(f"- {model}: top-bottom gap"))
+        line = next(x for x in section if x.startswith(f"- {model}: top-bottom gap"))
         assert "in these seeds gradient separates harmful from harmless heads more" in line
         assert "significant at 0.05" in line and "not significant" not in line
 
@@ -109,6 +109,6 @@ def _rejections(quality: float, n_sims: int, alpha: float = 0.05) -> float:
 def test_calibration_and_power_by_simulation():
     """Equal criteria (the null holds exactly: the same planted damage, independent trial noise):
     type-I error near 5 % over 200 sweeps (0.055 measured). One criterion at 50 % of the other's
-    damage: found in most sweeps with 5 seeds (60 of 60 measured)."""
+    damage: found in most sweeps with 5 seeds (40 of 40 measured)."""
     assert 0.015 <= _rejections(1.0, 200) <= 0.09
-    assert _rejections(0.5, 60) >= 0.8
+    assert _rejections(0.5, 40) >= 0.8
