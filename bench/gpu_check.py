@@ -192,7 +192,8 @@ def ablation_ratio(smoke: bool) -> dict:
              ["--dim", "768", "--seq", "64", "--batch", "32", "--batches", "4", "--repeats", "3"])
     args = ablation.parser().parse_args([*flags, "--device", "cpu" if smoke else "cuda"])
     r = ablation.measure(args)
-    return {k: r[k] for k in ("ratio", "max_abs_diff", "flop_ceiling", "loop_median_s", "batched_median_s")} | {
+    return {k: r[k] for k in ("ratio", "max_abs_diff", "flop_ceiling", "counted_flop_ratio", "loop_median_s",
+                              "batched_median_s")} | {
         "flags": " ".join(flags)}
 
 
