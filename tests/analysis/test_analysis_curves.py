@@ -96,14 +96,15 @@ def test_method_agreement_is_spearman_within_each_checkpoint(planted):
 
 
 def _rejections(quality: float, n_sims: int, alpha: float = 0.05) -> float:
-    rng, hits = np.random.default_rng(20261203), 0
-    for _ in range(n_sims):
-        s = synthetic_sweep(rng, models={"m": (2, 4)}, strategies=("none", "top", "bottom"), seeds=(0, 1, 2, 3, 4),
-                            methods=METHODS, method_quality={"ablation": quality}, predictions=False,
-                            single_head_arch=False, trial_sd=0.02)
-        mt = analysis.method_tests(s.results.assign(task="synthetic"), "accuracy")
-        hits += int(mt["p"].iloc[0] < alpha)
-    return hits / n_sims
+    """Share of simulated sweeps whose criteria test rejects; each simulated sweep is one model
+    of a single generated sweep (independent seeds and noise per model)."""
+    s = synthetic_sweep(np.random.default_rng(20261203), models={f"m{i}": (2, 4) for i in range(n_sims)},
+                        strategies=("none", "top", "bottom"), seeds=(0, 1, 2, 3, 4), methods=METHODS,
+                        method_quality={"ablation": quality}, predictions=False, single_head_arch=False,
+                        trial_sd=0.02)
+    mt = analysis.method_tests(s.results.assign(task="synthetic"), "accuracy")
+    assert len(mt) == n_sims
+    return float((mt["p"] < alpha).mean())
 
 
 def test_calibration_and_power_by_simulation():
