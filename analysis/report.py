@@ -108,7 +108,7 @@ def _seed_evidence(r, alpha: float) -> str:
                          f"{ci_text(r['sim_ci_low'], r['sim_ci_high'])}")
     if math.isnan(r["p"]):
         parts.append(f"not testable across seeds with {n} seed(s)" if n < 2 else
-                     f"the same difference in all {n} seeds: the paired t-test is undefined (no spread)")
+                     f"the same difference in all {n} seeds, so the paired t-test is undefined")
     else:
         verdict = "significant" if r["p_adjusted"] < alpha else "not significant"
         parts.append(f"paired t-test over {n} seeds, Holm {p_is(r['p_adjusted'])}, {verdict} at {alpha:g}")

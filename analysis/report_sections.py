@@ -150,7 +150,7 @@ def methods_section(prim: pd.DataFrame, importance, alpha: float) -> list[str]:
             test = (f"paired t-test over {int(r['n'])} seeds, Holm {p_is(r['p_adjusted'])}, "
                     f"{'significant' if r['p_adjusted'] < alpha else 'not significant'} at {alpha:g}"
                     if not math.isnan(r["p"]) else f"not testable with {int(r['n'])} seed(s)" if r["n"] < 2
-                    else f"the same difference in all {int(r['n'])} seeds: the t-test is undefined")
+                    else f"the same difference in all {int(r['n'])} seeds, so the t-test is undefined")
             who = f"{r['task']}: {r['model']}" if rows["task"].nunique() > 1 else r["model"]
             first, second = (_criterion(r["group_b"]), _criterion(r["group_a"]))
             better = ("" if not d or math.isnan(d) else

@@ -157,7 +157,7 @@ def test_identical_differences_are_named_as_such_not_blamed_on_the_seed_count():
     row = {**t_test_row([-0.477, -0.477, -0.477], "accuracy", 0.95), "sim_ci_low": math.nan,
            "sim_ci_high": math.nan, "family_size": 4, "p_adjusted": math.nan}
     text = _seed_evidence(row, 0.05)
-    assert "the same difference in all 3 seeds: the paired t-test is undefined" in text
+    assert "the same difference in all 3 seeds, so the paired t-test is undefined" in text
     assert "with 3 seed(s)" not in text
     varied = {**t_test_row([-0.40, -0.47, -0.52], "accuracy", 0.95), "sim_ci_low": math.nan,
               "sim_ci_high": math.nan, "family_size": 4, "p_adjusted": 0.01}
