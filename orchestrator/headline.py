@@ -26,7 +26,8 @@ def headline_lines(table) -> list[str]:
         return []
     metric = str(table["metric"].iloc[0])
     several = "importance_method" in table and table["importance_method"].nunique() > 1
-    labels = [str(r["model"]) + (f" [{r['importance_method']}]" if several else "") for _, r in table.iterrows()]
+    labels = [str(r["model"]) + (f" [{r['importance_method']}]" if several and isinstance(r["importance_method"], str)
+                                 and r["importance_method"] else "") for _, r in table.iterrows()]
     width = max(18, *map(len, labels))     # a label is never cut: "[ablation]" vs "[gradient]" must show
     head = f"{'model':<{width}} {'K':>5} {'baseline':>9}" + "".join(f" {s + ' (diff, p)':>24}" for s in STRATEGIES)
     lines = [f"headline ({metric} in points at the largest K; diff = condition - baseline, p Holm-adjusted):",
