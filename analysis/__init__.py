@@ -1,6 +1,6 @@
 """headsweep analysis: sweep directory (or several) -> statistics, figures, executed notebook, report.
 
-    import analysis
+    from headsweep import analysis
     paths = analysis.analyze("sweeps/sst2-heads")     # {'notebook', 'report', 'stats', 'figures', 'summary'}
     analysis.analyze(["sweeps/sst2", "sweeps/mnli"])  # several sweeps combined (analysis.combine)
 
@@ -47,4 +47,4 @@ def __getattr__(name):
         import importlib
 
         return importlib.import_module(f".{name}", __name__)
-    raise AttributeError(f"module 'analysis' has no attribute {name!r}")
+    raise AttributeError(f"module 'headsweep.analysis' has no attribute {name!r}")

@@ -1,17 +1,17 @@
-"""python -m analysis SWEEP_DIR [SWEEP_DIR ...] [--out DIR] [--no-execute] [--timeout S]: what
+"""python -m headsweep.analysis SWEEP_DIR [SWEEP_DIR ...] [--out DIR] [--no-execute] [--timeout S]: what
 `headsweep analyze` runs. Several directories are combined (analysis/combine.py)."""
 
 import argparse
 import sys
 
-from trials import layout
-from trials.errors import UserError
+from headsweep.trials import layout
+from headsweep.trials.errors import UserError
 
 from .notebook import analyze
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m analysis", description=__doc__)
+    ap = argparse.ArgumentParser(prog="python -m headsweep.analysis", description=__doc__)
     ap.add_argument("sweep_dirs", nargs="+")
     ap.add_argument("--out", default=None, help=f"write OUT/{layout.ANALYSIS}/ (default: the first sweep directory)")
     ap.add_argument("--no-execute", action="store_true", help="write the notebook without running it")

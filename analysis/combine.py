@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from trials import layout
-from trials.errors import UserError
-from trials.schema import CONDITION
+from headsweep.trials import layout
+from headsweep.trials.errors import UserError
+from headsweep.trials.schema import CONDITION
 
 from .load import Sweep, first_config
 

@@ -24,7 +24,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from trials.schema import CORRECTNESS_METRICS, STATS_COLUMNS
+from headsweep.trials.schema import CORRECTNESS_METRICS, STATS_COLUMNS
 
 from .conditions import (collapse_draws, conditions, index, key_of, label, paired, reference, several_methods,
                          several_tasks, sweep_metric)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from trials.schema import CONDITION, strategy_rank
+from headsweep.trials.schema import CONDITION, strategy_rank
 
 
 def sweep_metric(results: pd.DataFrame) -> str:

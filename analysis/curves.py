@@ -27,7 +27,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from trials.schema import CONDITION, STATS_COLUMNS
+from headsweep.trials.schema import CONDITION, STATS_COLUMNS
 
 from .compare import HIDDEN, REMOVAL, t_test_row
 from .conditions import collapse_draws, several_methods, several_tasks

@@ -18,7 +18,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from trials.schema import STATS_COLUMNS
+from headsweep.trials.schema import STATS_COLUMNS
 
 from .compare import HIDDEN, _join, base_row, plan_comparisons
 from .conditions import index, paired

@@ -29,8 +29,8 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from trials import layout  # noqa: E402
-from trials.schema import STRATEGY_ORDER  # noqa: E402
+from headsweep.trials import layout  # noqa: E402
+from headsweep.trials.schema import STRATEGY_ORDER  # noqa: E402
 
 from .conditions import as_dict, collapse_draws, label, reference, several_methods, sweep_metric  # noqa: E402
 from .load import write_figure  # noqa: E402

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as st
 
-from trials import presets
+from headsweep.trials import presets
 
 PRESET_PREFIX = presets.PRESET_PREFIX
 RANDOM_SUFFIX = getattr(presets, "RANDOM_SUFFIX", "-random")   # preset:<name>-random: drawn from the seed

@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from trials import atomic, layout
-from trials.errors import UserError
-from trials.schema import (CONDITION, CORRECTNESS_METRICS, IMPORTANCE_COLUMNS, METRIC_COLUMNS, METRIC_RANGES,
+from headsweep.trials import atomic, layout
+from headsweep.trials.errors import UserError
+from headsweep.trials.schema import (CONDITION, CORRECTNESS_METRICS, IMPORTANCE_COLUMNS, METRIC_COLUMNS, METRIC_RANGES,
                            PREDICTION_COLUMNS)
 
 REQUIRED = ["model", "strategy", "seed"]   # plus the sweep's metric column

@@ -18,8 +18,8 @@ import nbformat
 import pandas as pd
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from trials import atomic, layout
-from trials.schema import CORRECTNESS_METRICS
+from headsweep.trials import atomic, layout
+from headsweep.trials.schema import CORRECTNESS_METRICS
 
 from .compare import compare
 from .examples import mcnemar_by_seed
@@ -76,7 +76,7 @@ def _cells(dirs: list[Path], root: Path, alpha: float) -> list:
         params,
         md("## Load\n\nThe raw results (one row per evaluated trial), cleaned: failed trials, NaN metrics and "
            "duplicates dropped with a note; the computed tables read back from the analysis folder."),
-        code("from pathlib import Path\nimport pandas as pd\nimport analysis\nfrom analysis import figures\n"
+        code("from pathlib import Path\nimport pandas as pd\nfrom headsweep import analysis\nfrom headsweep.analysis import figures\n"
              "from IPython.display import Markdown, display\n\npd.set_option('display.max_rows', 300)\n"
              "pd.set_option('display.width', 220)\nsweep = analysis.load(SWEEP_DIRS)\nout = Path(ANALYSIS_DIR)\n"
              f"stats = analysis.read_table(out / {Path(layout.STATS).name!r})\n"
@@ -159,11 +159,7 @@ def execute_notebook(nb: nbformat.NotebookNode, cwd, *, timeout: int = 600, save
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError
 
-    # The kernel must import this very package even when it is not installed (a source
-    # checkout): put its parent directory first on PYTHONPATH.
-    pkg_parent = str(Path(__file__).resolve().parent.parent)
     env = dict(os.environ, MPLBACKEND="Agg", PYDEVD_DISABLE_FILE_VALIDATION="1")
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (pkg_parent, env.get("PYTHONPATH", "")) if p)
     with tempfile.TemporaryDirectory(prefix="headsweep-kernel-") as kdir:
         write_kernel_spec(os.path.join(kdir, "python3"))   # argv = [sys.executable, "-m", "ipykernel_launcher", ...]
         kw = {}

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from trials import layout
-from trials.schema import CORRECTNESS_METRICS
+from headsweep.trials import layout
+from headsweep.trials.schema import CORRECTNESS_METRICS
 
 from .compare import power_warnings, primary
 from .curves import sanity_check

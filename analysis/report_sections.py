@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from trials import layout
-from trials.schema import CORRECTNESS_METRICS
+from headsweep.trials import layout
+from headsweep.trials.schema import CORRECTNESS_METRICS
 
 from .importance import (agreement_words, consistent_heads, method_agreement, rank_stability, seed_correspondence,
                          shared_only, stability_summary, task_agreement)

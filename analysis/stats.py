@@ -28,7 +28,7 @@ from scipy import stats as st
 from statsmodels.stats.contingency_tables import mcnemar as _sm_mcnemar
 from statsmodels.stats.multitest import multipletests
 
-from trials.schema import CONDITION, METRIC_RANGES, SUMMARY_COLUMNS
+from headsweep.trials.schema import CONDITION, METRIC_RANGES, SUMMARY_COLUMNS
 
 # Below this many discordant pairs the chi-square approximation of McNemar is poor (exact binomial).
 MCNEMAR_EXACT_BELOW = 25

@@ -1,6 +1,6 @@
 """Synthetic sweeps with planted effects, for tests, demos and the orchestrator's tests.
 
-    from analysis.synthetic import make_sweep_dir
+    from headsweep.analysis.synthetic import make_sweep_dir
     make_sweep_dir("/tmp/fake-sweep", seed=0)          # a full sweep directory
     analysis.analyze("/tmp/fake-sweep")
 
@@ -26,8 +26,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats as st
 
-from trials import layout
-from trials.schema import CLASSIC_STRATEGIES, IMPORTANCE_COLUMNS, result_row
+from headsweep.trials import layout
+from headsweep.trials.schema import CLASSIC_STRATEGIES, IMPORTANCE_COLUMNS, result_row
 
 from .load import write_csv, write_text
 

@@ -1,4 +1,4 @@
-"""Shared helpers for the benchmarks: repo on sys.path, machine info, data paths, the JSON line.
+"""Shared helpers for the benchmarks: machine info, data paths, the JSON line.
 
 Every benchmark prints ONE JSON object as its last stdout line. Performance claims are ratios of
 two things measured in the same run (interleaved where possible), never absolute timings: the
@@ -16,12 +16,7 @@ import time
 import warnings
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # run from a checkout without `pip install -e .`
-    sys.path.insert(0, str(ROOT))
-# Ray workers (local cluster) inherit the environment: make the checkout importable there too.
-os.environ["PYTHONPATH"] = os.pathsep.join(
-    [str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != str(ROOT)])
+ROOT = Path(__file__).resolve().parents[1]   # headsweep itself is imported as installed (pip install -e .)
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")

@@ -65,8 +65,8 @@ def loop_ablation(model, batches):
     """The reference: mask one head at a time, mean loss over every batch, minus the unmasked."""
     import torch
 
-    import trials
-    from trials.metrics import task_loss
+    from headsweep import trials
+    from headsweep.trials.metrics import task_loss
     layout = trials.head_layout(model)
 
     def mean_loss():
@@ -110,8 +110,8 @@ def measure(args) -> dict:
 
     from functools import partial
 
-    from trials.ablation import TOKENS_PER_PASS, flop_ceiling
-    from trials.ablation import ablation_importance as batched
+    from headsweep.trials.ablation import TOKENS_PER_PASS, flop_ceiling
+    from headsweep.trials.ablation import ablation_importance as batched
     ablation_importance = partial(batched, tokens_per_pass=args.tokens_per_pass or TOKENS_PER_PASS)
     torch.set_num_threads(args.threads)
     repeats = args.repeats or (3 if args.quick else 8)

@@ -36,9 +36,9 @@ from _common import emit, log, machine, median, now_utc, quiet, sst2_dir, tokeni
 
 def load_data(args):
     """(train_df, eval_df, tokenizer, source) - SST-2 + the real tokenizer when present."""
-    import trials
-    from trials.data import read_split
-    from trials.spec import DataSpec
+    from headsweep import trials
+    from headsweep.trials.data import read_split
+    from headsweep.trials.spec import DataSpec
     sst2, tokdir = sst2_dir(), tokenizer_dir("distilbert-base-uncased")
     if sst2 is not None:
         spec = DataSpec(source=str(sst2))
@@ -72,7 +72,7 @@ def build_model(tok, args):
 
 
 def run_headsweep(model, train_enc, tok, spec, seed):
-    from trials.train import accelerator_scope, finetune
+    from headsweep.trials.train import accelerator_scope, finetune
     with accelerator_scope("no") as acc:
         t0 = time.perf_counter()
         stats = finetune(model, train_enc, tok.pad_token_id, spec, acc, seed)
@@ -128,9 +128,9 @@ def main(argv=None) -> int:
     quiet()
     import torch
 
-    from trials.data import Encoded
-    from trials.spec import TrainSpec
-    from trials.train import accelerator_scope, evaluate
+    from headsweep.trials.data import Encoded
+    from headsweep.trials.spec import TrainSpec
+    from headsweep.trials.train import accelerator_scope, evaluate
     threads = args.threads
     torch.set_num_threads(threads)
     t_start = time.perf_counter()

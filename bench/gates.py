@@ -94,7 +94,7 @@ def main(argv=None) -> int:
 
     import torch
 
-    import trials
+    from headsweep import trials
     threads = args.threads
     torch.set_num_threads(threads)
     torch.set_num_interop_threads(1)
@@ -183,7 +183,7 @@ def main(argv=None) -> int:
 
         # The hook's own cost, timed alone (thousands of calls, so noise averages out), against
         # the plain forward: what the masked forward adds, with no machine noise in the ratio.
-        from trials.gates import _make_pre_hook, mask_tensor
+        from headsweep.trials.gates import _make_pre_hook, mask_tensor
         hook = _make_pre_hook(mask_tensor(layout, half), 0, layout.head_dim, None)
         proj_in = torch.randn(args.batch, args.seq, layout.n_heads * layout.head_dim)
         hook_t = []

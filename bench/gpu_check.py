@@ -33,7 +33,7 @@ from pathlib import Path
 
 from _common import emit, log, machine, now_utc, quiet
 
-from trials import layout  # noqa: E402 (after _common puts the checkout on sys.path)
+from headsweep.trials import layout
 
 # Peak dense (no sparsity) tensor-core FLOP/s for bf16 / fp16, per GPU. First match wins, so the
 # more specific names come first. None: the GPU has no such tensor-core format.
@@ -61,7 +61,7 @@ def synthetic_encoded(n: int, seq: int, vocab_lo: int, vocab_hi: int, seed: int)
     """A ``trials.data.Encoded`` of random full-length sequences (no tokenizer needed)."""
     import numpy as np
 
-    from trials.data import Encoded
+    from headsweep.trials.data import Encoded
     rng = np.random.default_rng(seed)
     d = Encoded.__new__(Encoded)
     d.input_ids = rng.integers(vocab_lo, vocab_hi, size=(n, seq)).tolist()
@@ -92,8 +92,8 @@ def finetune_throughput(name, cfg, pad, vocab, precision, args, device_name) -> 
     from accelerate.utils import set_seed
     from transformers import AutoModelForSequenceClassification
 
-    from trials.spec import TrainSpec
-    from trials.train import accelerator_scope, finetune
+    from headsweep.trials.spec import TrainSpec
+    from headsweep.trials.train import accelerator_scope, finetune
     cuda = torch.cuda.is_available()
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     set_seed(0)
@@ -138,8 +138,8 @@ def shared_gpu_trials(args, smoke: bool) -> dict:
     """Tiny stage A, then four stage-B trials with ``gpu: 0.25`` each, through the orchestrator."""
     import pandas as pd
 
-    from orchestrator.driver import run_sweep
-    from orchestrator.plan import plan_file
+    from headsweep.orchestrator.driver import run_sweep
+    from headsweep.orchestrator.plan import plan_file
     tmp = Path(tempfile.mkdtemp(prefix="hs-gpucheck-"))
     os.environ["HEADSWEEP_CACHE"] = str(tmp / "cache")
     gpus = 0 if smoke else 1

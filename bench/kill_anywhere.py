@@ -2,7 +2,7 @@
 
     python bench/kill_anywhere.py [--points 24] [--seed 0] [--storage DIR]
 
-Each kill point runs a small sweep as a real driver process (``python -m orchestrator run``),
+Each kill point runs a small sweep as a real driver process (``python -m headsweep run``),
 SIGKILLs that process (only the driver: its gcs and raylet die with it, as on a lost head node;
 Ray's agents linger a minute or two and are cleaned up here) at the point, then runs ONE
 ``headsweep resume`` and checks:
@@ -34,12 +34,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from trials import layout  # noqa: E402
-from trials.schema import VARYING_COLUMNS  # noqa: E402
+from headsweep.trials import layout
+from headsweep.trials.schema import VARYING_COLUMNS
 
 # One tiny model, one seed, a handful of stage-B trials: seconds per run, every stage present.
 SWEEP = {
@@ -72,7 +68,7 @@ class Outcome:
 # ---------------------------------------------------------------------------- running a driver
 
 def env_for(extra: dict | None = None) -> dict:
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    env = dict(os.environ,
                HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
     env.pop("HEADSWEEP_FAULT", None)
     env.update(extra or {})
@@ -80,7 +76,7 @@ def env_for(extra: dict | None = None) -> dict:
 
 
 def start(args: list[str], env: dict, cwd: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "orchestrator", *args], cwd=cwd, env=env,
+    return subprocess.Popen([sys.executable, "-m", "headsweep", *args], cwd=cwd, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
 
@@ -98,7 +94,7 @@ def smaller(**changes) -> dict:
 
 
 def store_of(sweep_dir: str):
-    from orchestrator.storage import Store
+    from headsweep.orchestrator.storage import Store
     return Store(sweep_dir)
 
 
@@ -114,7 +110,7 @@ def finished_results(store) -> dict[str, bytes]:
 def kill_driver(proc: subprocess.Popen, store) -> None:
     """SIGKILL the driver process alone, then end what its Ray session left running (Ray's agents
     exit on their own a minute or two later; the tests must not leave them behind)."""
-    from orchestrator.sweepdir import session_processes
+    from headsweep.orchestrator.sweepdir import session_processes
     session = None
     try:
         if store.exists(layout.DRIVER):
@@ -194,10 +190,10 @@ def run_point(point: str, workdir: Path, storage: str, reference, *, delay: floa
               raw: dict | None = None) -> Outcome:
     """One kill point end to end. ``delay``: SIGKILL after that many seconds instead of a named
     point. ``double``: kill the resume too (once one more trial finished), then resume again."""
-    from orchestrator.status import format_status, sweep_status
+    from headsweep.orchestrator.status import format_status, sweep_status
     t0 = time.time()
     path = sweep_file(workdir, raw)
-    from orchestrator.storage import join
+    from headsweep.orchestrator.storage import join
     sweep_dir = join(storage, SWEEP["name"]) if "://" in storage else str(Path(storage) / SWEEP["name"])
     store = store_of(sweep_dir)
     if delay is not None:
@@ -230,7 +226,7 @@ def run_point(point: str, workdir: Path, storage: str, reference, *, delay: floa
         kill_driver(resume, store)
         before = finished_results(store)
     final_flags = [] if point == "analysis" else ["--no-analysis"]
-    done = subprocess.run([sys.executable, "-m", "orchestrator", "resume", sweep_dir, "--cpus", "2",
+    done = subprocess.run([sys.executable, "-m", "headsweep", "resume", sweep_dir, "--cpus", "2",
                            *final_flags], cwd=workdir, env=env_for(extra_env), capture_output=True,
                           text=True, timeout=900)
     if done.returncode != 0:
@@ -277,12 +273,12 @@ def reference_run(workdir: Path, storage: str, extra_env: dict | None = None, ra
 
     import pandas as pd
     path = sweep_file(workdir, raw)
-    done = subprocess.run([sys.executable, "-m", "orchestrator", "run", str(path), "--storage", storage,
+    done = subprocess.run([sys.executable, "-m", "headsweep", "run", str(path), "--storage", storage,
                            "--cpus", "2", "--no-analysis"], cwd=workdir, env=env_for(extra_env),
                           capture_output=True, text=True, timeout=900)
     if done.returncode != 0:
         raise RuntimeError(f"the reference run failed: {done.stdout[-500:]} {done.stderr[-500:]}")
-    from orchestrator.storage import join
+    from headsweep.orchestrator.storage import join
     sweep_dir = join(storage, SWEEP["name"]) if "://" in storage else str(Path(storage) / SWEEP["name"])
     return pd.read_parquet(io.BytesIO(store_of(sweep_dir).read_bytes(layout.RESULTS)))
 

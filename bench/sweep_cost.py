@@ -34,7 +34,7 @@ from pathlib import Path
 
 from _common import finish, log, quiet, sst2_dir
 
-from trials import layout  # noqa: E402 (after _common puts the checkout on sys.path)
+from headsweep.trials import layout
 
 STRATEGIES = ["none", "single-head", "top", "bottom", "random"]
 K = [0.125, 0.25, 0.5, 0.75]          # 2, 4, 8, 12 of the preset's 16 heads
@@ -69,10 +69,10 @@ def calibrate(args) -> dict:
     trial runs), then scale. The trials' own ``train_seconds`` are reported as measured."""
     import torch
 
-    import trials
-    from trials.data import Encoded, load_task
-    from trials.spec import DataSpec, TrainSpec
-    from trials.train import accelerator_scope, finetune
+    from headsweep import trials
+    from headsweep.trials.data import Encoded, load_task
+    from headsweep.trials.spec import DataSpec, TrainSpec
+    from headsweep.trials.train import accelerator_scope, finetune
     torch.set_num_threads(1)
     raw = sweep_dict(args, "/tmp")
     d = raw["data"]
@@ -98,8 +98,8 @@ def naive_trainable(config: dict, specs: dict) -> None:
     import torch
     from ray import tune
 
-    from trials.run import run_finetune, run_prune
-    from trials.spec import PruneSpec, from_dict
+    from headsweep.trials.run import run_finetune, run_prune
+    from headsweep.trials.spec import PruneSpec, from_dict
     job = specs[config["key"]]
     os.chdir(job["cwd"])
     torch.set_num_threads(1)        # as the orchestrator's trainable does for {"cpu": 1}
@@ -119,8 +119,8 @@ def run_naive(specs: list, tmp: Path, cpus: int, resources: dict) -> tuple[float
     import ray
     from ray import tune
 
-    from orchestrator.driver import start_ray
-    from trials.spec import to_dict
+    from headsweep.orchestrator.driver import start_ray
+    from headsweep.trials.spec import to_dict
     jobs = {s.key: {"spec": to_dict(s), "out": str(tmp / "naive_out"), "cwd": os.getcwd()} for s in specs}
     t0 = time.perf_counter()
     start_ray(None, cpus, 0)
@@ -146,8 +146,8 @@ def run_naive(specs: list, tmp: Path, cpus: int, resources: dict) -> tuple[float
 def run_two_stage(raw: dict, tmp: Path, cpus: int) -> tuple[float, "object", dict]:
     import pandas as pd
 
-    from orchestrator.driver import run_sweep
-    from orchestrator.plan import plan_file
+    from headsweep.orchestrator.driver import run_sweep
+    from headsweep.orchestrator.plan import plan_file
     pl = plan_file(raw, storage=str(tmp / "sweeps"))
     msgs = io.StringIO()
     t0, epoch0 = time.perf_counter(), time.time()
@@ -209,7 +209,7 @@ def main(argv=None) -> int:
             args.train_limit = calib["train_limit"]
             log(f"calibration: {calib}")
         raw = sweep_dict(args, str(tmp / "sweeps"))
-        from orchestrator.plan import plan_file
+        from headsweep.orchestrator.plan import plan_file
         pl = plan_file(raw, storage=str(tmp / "sweeps"))
         specs = list(pl.stage_a) + list(pl.stage_b)      # the naive grid: the same 42 (28) trials
         n_trials = len(specs)

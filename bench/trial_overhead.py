@@ -49,11 +49,11 @@ def leak_checking_trainable(config: dict, trials: dict) -> None:
     import torch
     from accelerate.state import AcceleratorState, GradientState, PartialState
 
-    import orchestrator.tune as tn
-    import trials as T
-    from trials import layout
-    from trials.data import Encoded, read_split
-    from trials.train import accelerator_scope, evaluate
+    import headsweep.orchestrator.tune as tn
+    from headsweep import trials as T
+    from headsweep.trials import layout
+    from headsweep.trials.data import Encoded, read_split
+    from headsweep.trials.train import accelerator_scope, evaluate
 
     t_start = time.time()
     trial = trials[config["key"]]
@@ -97,7 +97,7 @@ def leak_checking_trainable(config: dict, trials: dict) -> None:
 
 
 def specs_for(n: int, quick: bool):
-    from trials.spec import DataSpec, FinetuneSpec, ImportanceSpec, ModelSpec, PruneSpec, TrainSpec
+    from headsweep.trials.spec import DataSpec, FinetuneSpec, ImportanceSpec, ModelSpec, PruneSpec, TrainSpec
     ft = FinetuneSpec(
         model=ModelSpec("preset:tiny-gpt2", "tiny-gpt2"),
         data=DataSpec(source="synthetic", synthetic_size=400, max_length=32, eval_limit=64),
@@ -122,12 +122,12 @@ def main(argv=None) -> int:
     import ray
     import torch
 
-    import orchestrator.tune as tn
-    import orchestrator.worker as wk
-    from orchestrator.driver import start_ray
-    from orchestrator.storage import Store
-    from trials import layout
-    from trials.run import run_prune
+    import headsweep.orchestrator.tune as tn
+    import headsweep.orchestrator.worker as wk
+    from headsweep.orchestrator.driver import start_ray
+    from headsweep.orchestrator.storage import Store
+    from headsweep.trials import layout
+    from headsweep.trials.run import run_prune
     t_start = time.perf_counter()
     torch.set_num_threads(1)
 

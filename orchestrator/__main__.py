@@ -1,5 +1,5 @@
 import sys
 
-from orchestrator.cli import main
+from headsweep.orchestrator.cli import main
 
 sys.exit(main())

@@ -8,9 +8,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from orchestrator.sweep import STORAGE_SCHEMES, UNSUPPORTED_SCHEME, Problems, Sweep
-from trials.errors import UserError
-from trials.schema import REMOVAL_STRATEGIES
+from headsweep.orchestrator.sweep import STORAGE_SCHEMES, UNSUPPORTED_SCHEME, Problems, Sweep
+from headsweep.trials.errors import UserError
+from headsweep.trials.schema import REMOVAL_STRATEGIES
 
 # Used only when the hub cannot be reached (offline validation): published architectures.
 KNOWN_HUB_HEADS = {
@@ -52,7 +52,7 @@ def hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
 
 def model_heads(name: str, trust_remote_code: bool = False) -> Heads:
     """Layer/head counts from a preset, a local directory or the hub (config only, no weights)."""
-    from trials.presets import PRESET_PREFIX, preset_config
+    from headsweep.trials.presets import PRESET_PREFIX, preset_config
     if name.startswith(PRESET_PREFIX):
         cfg = preset_config(name)
     else:
@@ -79,8 +79,8 @@ def model_heads(name: str, trust_remote_code: bool = False) -> Heads:
 
 def check_models(sweep: Sweep, p: Problems) -> dict[str, Heads]:
     """Architecture supported and every K within each model's head count."""
-    from trials.adapters import ADAPTERS
-    from trials.strategies import resolve_k
+    from headsweep.trials.adapters import ADAPTERS
+    from headsweep.trials.strategies import resolve_k
     heads = {}
     for i, m in enumerate(sweep.models):
         try:
@@ -110,7 +110,7 @@ def check_models(sweep: Sweep, p: Problems) -> dict[str, Heads]:
 def check_importance(sweep: Sweep, p: Problems) -> None:
     """Every importance method is a registered one (importing the registry imports torch, so
     this runs with the checks, not the sweep-file parser)."""
-    from trials.importance import IMPORTANCE_METHODS
+    from headsweep.trials.importance import IMPORTANCE_METHODS
     methods = sweep.importance.method
     for i, m in enumerate(methods):
         if m not in IMPORTANCE_METHODS:
@@ -124,7 +124,7 @@ def check_data(sweep: Sweep, p: Problems) -> None:
     Both splits are checked, so a problem in each is reported; the same problem in both (a
     column name that neither file has) is one line.
     """
-    from trials.data import SYNTHETIC_SOURCES, is_local_source, read_split
+    from headsweep.trials.data import SYNTHETIC_SOURCES, is_local_source, read_split
     d = sweep.data
     if d.source not in SYNTHETIC_SOURCES and not is_local_source(d.source):
         return _check_hub_data(d, p)
@@ -161,7 +161,7 @@ def _check_hub_data(d, p: Problems) -> None:
         return
     try:
         from huggingface_hub import HfApi
-        from trials.data import HUB_ALIASES
+        from headsweep.trials.data import HUB_ALIASES
         repo = d.source.removeprefix("hub:").split(":")[0]
         for alias, target in HUB_ALIASES.items():
             if repo.startswith(alias):

@@ -18,11 +18,11 @@ import sys
 import time
 from pathlib import Path
 
-from orchestrator import checks
-from orchestrator.plan import Refused, demo_path, plan_file, resume_plan
-from orchestrator.storage import parent_and_name
-from trials import layout
-from trials.errors import UserError
+from headsweep.orchestrator import checks
+from headsweep.orchestrator.plan import Refused, demo_path, plan_file, resume_plan
+from headsweep.orchestrator.storage import parent_and_name
+from headsweep.trials import layout
+from headsweep.trials.errors import UserError
 
 EXIT_OK, EXIT_TRIALS_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -126,14 +126,14 @@ def _print_warnings(pl) -> None:
 
 
 def _analyze(sweep_dirs, execute: bool = True, out: str | None = None) -> dict:
-    import analysis
+    from headsweep import analysis
     return analysis.analyze(sweep_dirs, execute=execute, out=out)
 
 
 def _run(pl, args) -> int:
     """Run (or resume: the same thing) a planned sweep, then its analysis. Exit 0 only when every
     trial has its result (or was skipped because its fine-tune errored for good is exit 1)."""
-    from orchestrator.driver import run_sweep
+    from headsweep.orchestrator.driver import run_sweep
     address, local = _mode(args)
     _print_warnings(pl)
     t0 = time.time()
@@ -158,7 +158,7 @@ def _run(pl, args) -> int:
             print("headsweep: analysis runs on a local copy: headsweep analyze " + where, file=sys.stderr)
         else:
             paths = _analyze(pl.store.root)
-            from orchestrator.headline import print_headline
+            from headsweep.orchestrator.headline import print_headline
             print_headline(paths, sys.stdout)
             print(f"headsweep: report: {paths['report']}\nheadsweep: notebook: {paths['notebook']}\n"
                   f"headsweep: figures: {paths['figures']}")
@@ -178,7 +178,7 @@ def main(argv=None) -> int:
                   f"stage-B trials -> {pl.store.root}")
             return EXIT_OK
         if args.command == "plan":
-            from orchestrator.estimate import plan_report
+            from headsweep.orchestrator.estimate import plan_report
             pl = plan_file(args.sweep)
             _print_warnings(pl)
             print("\n".join(plan_report(pl)))
@@ -193,17 +193,17 @@ def main(argv=None) -> int:
             pl = resume_plan(args.sweep_dir, local)
             return _run(pl, args)
         if args.command == "status":
-            from orchestrator.status import format_status, status_json, sweep_status
+            from headsweep.orchestrator.status import format_status, status_json, sweep_status
             r = sweep_status(args.sweep_dir)
             print(status_json(r) if args.json else format_status(r))
             return EXIT_OK
         if args.command == "analyze":
-            from orchestrator.sweepdir import local_copy
+            from headsweep.orchestrator.sweepdir import local_copy
             many = len(args.sweep_dirs) > 1
             dirs = [local_copy(d, str(Path(args.to) / parent_and_name(d)[1]) if args.to and many else args.to)
                     for d in args.sweep_dirs]
             paths = _analyze(dirs if many else dirs[0], execute=not args.no_execute, out=args.out)
-            from orchestrator.headline import print_headline
+            from headsweep.orchestrator.headline import print_headline
             print_headline(paths, sys.stdout)
             for k, v in paths.items():
                 print(f"{k}: {v}")

@@ -17,12 +17,12 @@ import threading
 import time
 from contextlib import contextmanager
 
-from orchestrator import faults
-from orchestrator.plan import Plan
-from orchestrator.results import finalize_errors, publish_tables
-from orchestrator.sweepdir import (claim_directory, clean_debris, mark_driver, new_run_id, refuse_if_driven,
+from headsweep.orchestrator import faults
+from headsweep.orchestrator.plan import Plan
+from headsweep.orchestrator.results import finalize_errors, publish_tables
+from headsweep.orchestrator.sweepdir import (claim_directory, clean_debris, mark_driver, new_run_id, refuse_if_driven,
                                    unmark_driver)
-from trials import layout
+from headsweep.trials import layout
 
 
 def start_ray(address: str | None, cpus: float, gpus: float, verbose: bool = False) -> None:
@@ -77,7 +77,7 @@ def run_sweep(pl: Plan, *, address: str | None, cpus: float, gpus: float, verbos
         if own_ray:
             start_ray(address, cpus, gpus, verbose)
         mark_driver(store, run_id, _ray_processes() if own_ray else {})
-        from orchestrator.progress import Progress
+        from headsweep.orchestrator.progress import Progress
         progress = Progress(store, pl, run_id, out=out)
         try:
             progress.start()
@@ -94,7 +94,7 @@ def run_sweep(pl: Plan, *, address: str | None, cpus: float, gpus: float, verbos
 
 def _run_stages(pl: Plan, todo_a: list, todo_b: list, run_id: str, stop: threading.Event,
                 failures: list, verbose: bool) -> None:
-    from orchestrator.tune import stage_tuner
+    from headsweep.orchestrator.tune import stage_tuner
     store, sweep = pl.store, pl.sweep
     common = {"run_id": run_id, "tracking": sweep.tracking, "experiment": sweep.name, "stop": stop,
               "verbose": verbose}
@@ -128,7 +128,7 @@ def _run_stages(pl: Plan, todo_a: list, todo_b: list, run_id: str, stop: threadi
 def summarize(pl: Plan, *, ran: int, stopped: bool, failure: BaseException | None) -> dict:
     """Counts from the sweep directory: done, errored (for good), skipped (their fine-tune errored),
     not run (what a resume would run)."""
-    from orchestrator.results import trial_state
+    from headsweep.orchestrator.results import trial_state
     store = pl.store
     state = {s.key: trial_state(store, s.key)[0] for s in list(pl.stage_a) + list(pl.stage_b)}
     failed_a = {s.key for s in pl.stage_a if state[s.key] == "errored"}

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import yaml
 
-from orchestrator.plan import Plan
+from headsweep.orchestrator.plan import Plan
 
 TABLE = "throughput.yaml"        # package data of orchestrator
 CLUSTER_FILE = "cluster.yaml"     # read from the current directory (the repository root)
@@ -30,7 +30,7 @@ TOKENS_PER_WORD, SPECIAL_TOKENS = 1.3, 2
 
 
 def table_path() -> Path:
-    return Path(str(importlib_resources.files("orchestrator") / TABLE))
+    return Path(str(importlib_resources.files("headsweep.orchestrator") / TABLE))
 
 
 def load_table(path: str | Path | None = None) -> dict:
@@ -72,7 +72,7 @@ def cluster_workers(table: dict, path: str | Path = CLUSTER_FILE) -> Workers:
 
 
 def local_workers() -> Workers:
-    from orchestrator.checks import local_capacity
+    from headsweep.orchestrator.checks import local_capacity
     cpus, gpus = local_capacity(None, None)
     return Workers("this machine", None, cpus, gpus, 1, 0.0, None, "this machine")
 
@@ -107,7 +107,7 @@ def precision(requested: str, device: dict, gpu: bool) -> str:
 
 def data_size(d, table: dict) -> tuple[dict, str] | tuple[None, str]:
     """({"train": rows, "eval": rows, "train_tokens": t, "eval_tokens": t}, how known) or (None, why)."""
-    from trials.data import SYNTHETIC_SOURCES, is_local_source, read_split
+    from headsweep.trials.data import SYNTHETIC_SOURCES, is_local_source, read_split
     if d.source in SYNTHETIC_SOURCES or is_local_source(d.source):
         try:
             tr, ev = read_split(d, "train"), read_split(d, "eval")

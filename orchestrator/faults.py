@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 
-from trials import layout
+from headsweep.trials import layout
 
 ENV = "HEADSWEEP_FAULT"
 

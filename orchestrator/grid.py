@@ -16,10 +16,10 @@
 """
 from __future__ import annotations
 
-from orchestrator.checks import Heads
-from orchestrator.sweep import Sweep
-from trials.spec import FinetuneSpec, ModelSpec, PruneSpec
-from trials.strategies import resolve_k
+from headsweep.orchestrator.checks import Heads
+from headsweep.orchestrator.sweep import Sweep
+from headsweep.trials.spec import FinetuneSpec, ModelSpec, PruneSpec
+from headsweep.trials.strategies import resolve_k
 
 
 RANKED = ("top", "bottom", "single-head", "layer-single-head", "iterative")   # use importance scores

@@ -46,7 +46,7 @@ def headline_lines(table) -> list[str]:
 
 def print_headline(paths: dict, out) -> None:
     """Print the headline table of an analysis run (``paths``: what ``analysis.analyze`` returns)."""
-    import analysis
+    from headsweep import analysis
     table = analysis.headline(analysis.read_table(paths["stats"]), analysis.read_table(paths["summary"]))
     for line in headline_lines(table):
         print(line, file=out)

@@ -25,8 +25,8 @@ import time
 
 from ray.tune.search import ConcurrencyLimiter, SearchGenerator, Searcher
 
-from orchestrator.storage import Store
-from trials import layout
+from headsweep.orchestrator.storage import Store
+from headsweep.trials import layout
 
 
 class ReadyFirst(Searcher):

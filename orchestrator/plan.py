@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from importlib import resources as importlib_resources
 from pathlib import Path
 
-from orchestrator import checks, grid, tracking
-from orchestrator.readers import Problems, load_yaml
-from orchestrator.storage import Store, is_uri, join, parent_and_name
-from orchestrator.sweep import Sweep, parse
+from headsweep.orchestrator import checks, grid, tracking
+from headsweep.orchestrator.readers import Problems, load_yaml
+from headsweep.orchestrator.storage import Store, is_uri, join, parent_and_name
+from headsweep.orchestrator.sweep import Sweep, parse
 
 DEMO_CONFIG = "demo.yaml"   # package data of orchestrator (configs/demo.yaml links to it)
 
@@ -38,7 +38,7 @@ class Plan:
 
 
 def demo_path() -> Path:
-    return Path(str(importlib_resources.files("orchestrator") / DEMO_CONFIG))
+    return Path(str(importlib_resources.files("headsweep.orchestrator") / DEMO_CONFIG))
 
 
 def sweep_dir_of(sweep: Sweep, storage: str | None) -> str:
@@ -83,7 +83,7 @@ def plan_file(raw_or_path, *, storage: str | None = None, local: dict | None = N
 
 def resume_plan(sweep_dir: str, local: dict | None) -> Plan:
     """The plan of an existing sweep directory, from its saved (already resolved) spec."""
-    from orchestrator.sweepdir import load_saved_sweep
+    from headsweep.orchestrator.sweepdir import load_saved_sweep
     storage, name = parent_and_name(Store(sweep_dir).root)
     sweep = dataclasses.replace(load_saved_sweep(sweep_dir), name=name)  # the directory may be renamed
     return plan_sweep(sweep, storage=storage, local=local)

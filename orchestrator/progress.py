@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 
-from trials import layout
+from headsweep.trials import layout
 
 STAGES = (("stage A", "stage_a"), ("stage B", "stage_b"))
 

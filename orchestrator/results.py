@@ -11,10 +11,10 @@ import json
 
 import pandas as pd
 
-from orchestrator import faults
-from orchestrator.storage import Store
-from trials import layout
-from trials.schema import CONTRACT_COLUMNS, IMPORTANCE_COLUMNS, RESULT_NAMES, RESULTS_SORT
+from headsweep.orchestrator import faults
+from headsweep.orchestrator.storage import Store
+from headsweep.trials import layout
+from headsweep.trials.schema import CONTRACT_COLUMNS, IMPORTANCE_COLUMNS, RESULT_NAMES, RESULTS_SORT
 
 
 def read_rows(store: Store, keys=None) -> list[dict]:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 
-from orchestrator.results import trial_state
-from orchestrator.storage import Store
-from orchestrator.sweepdir import driver_info, read_grid
-from trials import layout
+from headsweep.orchestrator.results import trial_state
+from headsweep.orchestrator.storage import Store
+from headsweep.orchestrator.sweepdir import driver_info, read_grid
+from headsweep.trials import layout
 
 STATES = ("done", "running", "pending", "errored", "interrupted", "skipped")
 

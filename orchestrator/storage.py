@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pyarrow.fs as pafs
 
-from trials import atomic
+from headsweep.trials import atomic
 
 
 def is_uri(path: str) -> bool:

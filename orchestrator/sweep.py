@@ -11,14 +11,14 @@ from typing import Any
 
 import yaml
 
-from orchestrator.readers import Problems, boolean, number, read_fields, section, string, unknown_keys
-from trials.errors import UserError
-from trials.metrics import METRICS, REGRESSION
-from trials.schema import CLASSIC_STRATEGIES, REMOVAL_STRATEGIES
-from trials.spec import (SINGLE_HEAD_INITS, DataSpec, ImportanceSpec, IterativeSpec, ModelSpec, TrainSpec,
+from headsweep.orchestrator.readers import Problems, boolean, number, read_fields, section, string, unknown_keys
+from headsweep.trials.errors import UserError
+from headsweep.trials.metrics import METRICS, REGRESSION
+from headsweep.trials.schema import CLASSIC_STRATEGIES, REMOVAL_STRATEGIES
+from headsweep.trials.spec import (SINGLE_HEAD_INITS, DataSpec, ImportanceSpec, IterativeSpec, ModelSpec, TrainSpec,
                          default_label)
-from trials.strategies import STRATEGIES, k_problem
-from trials.tasks import task_for
+from headsweep.trials.strategies import STRATEGIES, k_problem
+from headsweep.trials.tasks import task_for
 
 MODEL_KEYS = ("name", "label", "tokenizer", "trust_remote_code")
 RESOURCE_STAGES = ("finetune", "prune")

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import yaml
 
-from orchestrator.grid import trial_name
-from orchestrator.plan import Plan, Refused
-from orchestrator.readers import Problems
-from orchestrator.storage import Store, parent_and_name
-from orchestrator.sweep import Sweep, parse
-from trials import layout
+from headsweep.orchestrator.grid import trial_name
+from headsweep.orchestrator.plan import Plan, Refused
+from headsweep.orchestrator.readers import Problems
+from headsweep.orchestrator.storage import Store, parent_and_name
+from headsweep.orchestrator.sweep import Sweep, parse
+from headsweep.trials import layout
 
 
 def _not_a_sweep(sweep_dir: str, missing: str) -> Refused:

@@ -23,11 +23,11 @@ import netrc
 import os
 from pathlib import Path
 
-from orchestrator.readers import Problems
-from orchestrator.storage import Store
-from orchestrator.sweep import TrackingSpec
-from trials import layout
-from trials.spec import to_dict
+from headsweep.orchestrator.readers import Problems
+from headsweep.orchestrator.storage import Store
+from headsweep.orchestrator.sweep import TrackingSpec
+from headsweep.trials import layout
+from headsweep.trials.spec import to_dict
 
 # tracker -> (module that must be importable, what to pip install)
 NEEDS = {"mlflow": ("mlflow", "mlflow"), "tensorboard": ("tensorboardX", "tensorboardX"),

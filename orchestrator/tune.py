@@ -12,15 +12,15 @@ import time
 
 from ray.tune import Stopper
 
-from orchestrator import faults
-from orchestrator.grid import trial_name
-from orchestrator.results import write_results
-from orchestrator.storage import Store
-from orchestrator.sweep import TrackingSpec
-from orchestrator.tracking import callbacks as tracking_callbacks
-from orchestrator.tracking import flat_params
-from orchestrator.worker import trainable
-from trials import layout
+from headsweep.orchestrator import faults
+from headsweep.orchestrator.grid import trial_name
+from headsweep.orchestrator.results import write_results
+from headsweep.orchestrator.storage import Store
+from headsweep.orchestrator.sweep import TrackingSpec
+from headsweep.orchestrator.tracking import callbacks as tracking_callbacks
+from headsweep.orchestrator.tracking import flat_params
+from headsweep.orchestrator.worker import trainable
+from headsweep.trials import layout
 
 
 def publish_callback(store: Store, min_interval_s: float = 10.0):
@@ -104,7 +104,7 @@ def stage_tuner(stage: str, specs: list, store: Store, resources: dict, max_fail
     if after is None:
         space, search = {"key": tune.grid_search(list(trials))}, {}
     else:
-        from orchestrator.pipeline import ready_first
+        from headsweep.orchestrator.pipeline import ready_first
         space, search = {}, {"search_alg": ready_first(store.root, specs, after, run_id),
                              "num_samples": len(specs)}
     return tune.Tuner(

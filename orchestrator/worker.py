@@ -14,10 +14,10 @@ import time
 import traceback
 from pathlib import Path
 
-from orchestrator import faults
-from orchestrator.storage import Store
-from trials import layout
-from trials.spec import FinetuneSpec, PruneSpec
+from headsweep.orchestrator import faults
+from headsweep.orchestrator.storage import Store
+from headsweep.trials import layout
+from headsweep.trials.spec import FinetuneSpec, PruneSpec
 
 REPORTED = ("accuracy", "f1", "loss", "k", "heads_kept")   # what Tune shows per trial
 CACHE = Path(os.environ.get("HEADSWEEP_CACHE", Path.home() / ".cache" / "headsweep"))
@@ -40,14 +40,14 @@ def run_one(spec: FinetuneSpec | PruneSpec, store: Store, fault_rules: str = "",
         with tempfile.TemporaryDirectory(prefix="headsweep-") as tmp:
             out = Path(tmp) / "out"
             if isinstance(spec, PruneSpec):
-                from trials.run import run_prune
+                from headsweep.trials.run import run_prune
                 ft = spec.finetune
                 ckpt = store.get_dir(layout.checkpoint_dir(ft.checkpoint_name), CACHE / layout.CHECKPOINTS / ft.key)
                 rows = run_prune(spec, ckpt, out)
                 if (out / layout.PRUNED_MODEL).is_dir():
                     store.put_dir(out / layout.PRUNED_MODEL, layout.pruned_model_dir(spec.key))
             else:
-                from trials.run import run_finetune
+                from headsweep.trials.run import run_finetune
                 rows = run_finetune(spec, out)
                 store.put_dir(out / layout.CHECKPOINT, layout.checkpoint_dir(spec.checkpoint_name))
                 store.put_file(out / layout.TRIAL_IMPORTANCE, layout.trial_file(spec.key, layout.TRIAL_IMPORTANCE))

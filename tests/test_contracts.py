@@ -3,21 +3,25 @@
 - No Python file outside the layout and schema modules (and the tests) spells a sweep-directory
   file name as a string literal; docstrings and comments don't count.
 - The strategy registry, the schema's strategy order and the validation agree.
-- Nothing installs a top-level package the user did not ask for.
+- One top-level import name, ``headsweep``: the wheel installs nothing else, and no module
+  imports a part (trials, orchestrator, analysis) as a top-level name.
 """
 from __future__ import annotations
 
 import ast
-import tomllib
+import subprocess
+import sys
+import zipfile
 from pathlib import Path
 
 import pytest
 
-from trials import layout, schema
+from headsweep.trials import layout, schema
 
 REPO = Path(__file__).resolve().parents[1]
 OWNERS = {REPO / "trials" / "layout.py", REPO / "trials" / "schema.py"}
-CODE_DIRS = ("orchestrator", "trials", "analysis", "bench")
+PARTS = ("orchestrator", "trials", "analysis")
+CODE_DIRS = (*PARTS, "bench")
 
 
 def _names() -> set[str]:
@@ -79,17 +83,17 @@ def test_the_check_can_fail(tmp_path):
 
 
 def test_strategy_registry_matches_the_schema_order():
-    from trials.strategies import STRATEGIES
+    from headsweep.trials.strategies import STRATEGIES
     assert list(STRATEGIES) == list(schema.STRATEGY_ORDER)
     assert set(schema.REMOVAL_STRATEGIES) <= set(STRATEGIES)
 
 
 @pytest.mark.parametrize("kind", ["strategies", "importance", "adapters", "metrics", "presets"])
 def test_registries_refuse_a_second_entry_and_suggest_names(kind):
-    from trials.registry import Registry
-    reg = {"strategies": "trials.strategies:STRATEGIES", "importance": "trials.importance:IMPORTANCE_METHODS",
-           "adapters": "trials.adapters:ADAPTERS", "metrics": "trials.metrics:METRICS",
-           "presets": "trials.presets:PRESETS"}[kind]
+    from headsweep.trials.registry import Registry
+    reg = {"strategies": "headsweep.trials.strategies:STRATEGIES", "importance": "headsweep.trials.importance:IMPORTANCE_METHODS",
+           "adapters": "headsweep.trials.adapters:ADAPTERS", "metrics": "headsweep.trials.metrics:METRICS",
+           "presets": "headsweep.trials.presets:PRESETS"}[kind]
     import importlib
     module, name = reg.split(":")
     registry = getattr(importlib.import_module(module), name)
@@ -109,9 +113,38 @@ def test_results_rows_come_from_the_schema():
         schema.result_row(model="m", status="ok")
 
 
-def test_installed_packages_are_the_three_the_user_asked_for():
-    meta = tomllib.loads((REPO / "pyproject.toml").read_text())
-    assert meta["tool"]["setuptools"]["packages"] == ["orchestrator", "trials", "analysis"]
-    from orchestrator.plan import demo_path
+def test_no_module_imports_a_top_level_part():
+    """Inside the package every import names ``headsweep.<part>`` (or is relative), so a user's own
+    ``trials/`` or ``analysis/`` can never stand in for ours."""
+    bare = []
+    for d in CODE_DIRS + ("tests", "examples", "src"):
+        for path in sorted((REPO / d).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+                mods = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                        else [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
+                bare += [f"{path.relative_to(REPO)}:{node.lineno}: {m}" for m in mods
+                         if m.split(".")[0] in PARTS]
+    assert not bare, "import headsweep.<part> instead:\n" + "\n".join(bare)
+
+
+def test_the_wheel_installs_one_top_level_import_name(tmp_path):
+    """``pip install .`` installs exactly ``headsweep`` (and its dist-info): the three parts are
+    subpackages, with their data (the demo sweep file, the presets' weights)."""
+    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                            "-w", str(tmp_path), str(REPO)], capture_output=True, text=True, timeout=300)
+    assert build.returncode == 0, build.stderr[-2000:]
+    (wheel,) = tmp_path.glob("headsweep-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert {n.split("/")[0] for n in names if ".dist-info/" not in n} == {"headsweep"}
+    for part in PARTS:
+        shipped = {n.split("/", 2)[2] for n in names if n.startswith(f"headsweep/{part}/")}
+        expected = {str(p.relative_to(REPO / part)) for p in (REPO / part).rglob("*.py")}
+        assert expected <= shipped, sorted(expected - shipped)
+    assert "headsweep/orchestrator/demo.yaml" in names
+    assert any(n.startswith("headsweep/trials/preset_weights/tiny-gpt2/") for n in names)
+
+
+def test_the_shipped_demo_is_the_configs_demo():
+    from headsweep.orchestrator.plan import demo_path
     assert demo_path().is_file()
     assert (REPO / "configs" / "demo.yaml").resolve() == (REPO / "orchestrator" / "demo.yaml").resolve()

@@ -13,15 +13,15 @@ does not pay for importing torch and transformers.
 import importlib
 
 _EXPORTS = {
-    "trials.adapters": ("ADAPTERS", "HeadLayout", "head_layout"),
-    "trials.errors": ("UserError",),
-    "trials.gates": ("gated", "masked", "multi_masked", "repeat_batch"),
-    "trials.importance": ("IMPORTANCE_METHODS", "head_importance", "normalize_per_layer"),
-    "trials.models": ("load_model", "to_single_head"),
-    "trials.presets": ("PRESETS",),
-    "trials.prune": ("count_parameters", "prune_heads"),
-    "trials.strategies": ("STRATEGIES", "choose_heads", "resolve_k"),
-    "trials.spec": ("DataSpec", "FinetuneSpec", "ImportanceSpec", "ModelSpec", "PruneSpec", "TrainSpec"),
+    "headsweep.trials.adapters": ("ADAPTERS", "HeadLayout", "head_layout"),
+    "headsweep.trials.errors": ("UserError",),
+    "headsweep.trials.gates": ("gated", "masked", "multi_masked", "repeat_batch"),
+    "headsweep.trials.importance": ("IMPORTANCE_METHODS", "head_importance", "normalize_per_layer"),
+    "headsweep.trials.models": ("load_model", "to_single_head"),
+    "headsweep.trials.presets": ("PRESETS",),
+    "headsweep.trials.prune": ("count_parameters", "prune_heads"),
+    "headsweep.trials.strategies": ("STRATEGIES", "choose_heads", "resolve_k"),
+    "headsweep.trials.spec": ("DataSpec", "FinetuneSpec", "ImportanceSpec", "ModelSpec", "PruneSpec", "TrainSpec"),
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = sorted(_WHERE)
@@ -29,7 +29,7 @@ __all__ = sorted(_WHERE)
 
 def __getattr__(name):
     if name not in _WHERE:
-        raise AttributeError(f"module 'trials' has no attribute {name!r}")
+        raise AttributeError(f"module 'headsweep.trials' has no attribute {name!r}")
     value = getattr(importlib.import_module(_WHERE[name]), name)
     globals()[name] = value
     return value

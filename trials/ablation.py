@@ -27,10 +27,10 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from trials.adapters import adapter_for, head_layout
-from trials.data import model_inputs
-from trials.gates import repeat_batch
-from trials.metrics import task_loss
+from headsweep.trials.adapters import adapter_for, head_layout
+from headsweep.trials.data import model_inputs
+from headsweep.trials.gates import repeat_batch
+from headsweep.trials.metrics import task_loss
 
 # Rows (examples x masks) x tokens evaluated per forward pass: bounds the memory of one pass.
 TOKENS_PER_PASS = 1 << 15

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from trials.registry import Registry
+from headsweep.trials.registry import Registry
 
 ADAPTERS = Registry("architecture")   # config.model_type -> Adapter
 

@@ -15,10 +15,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from trials.errors import UserError
-from trials.spec import DataSpec
-from trials.tasks import SYNTHETIC_PAIRS
-from trials.tokenizers import encode
+from headsweep.trials.errors import UserError
+from headsweep.trials.spec import DataSpec
+from headsweep.trials.tasks import SYNTHETIC_PAIRS
+from headsweep.trials.tokenizers import encode
 
 SYNTHETIC_SOURCES = ("synthetic", SYNTHETIC_PAIRS)
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
@@ -134,9 +134,9 @@ def _synthetic(spec: DataSpec, which: str, split: str) -> pd.DataFrame:
     n = spec.synthetic_size if which == "train" else max(200, spec.synthetic_size // 4)
     seed = {"train": 0, "eval": 1}.get(which, 2 + zlib.crc32(split.encode()) % 1000)
     if spec.source == SYNTHETIC_PAIRS:
-        from trials.synthetic_pairs import synthetic_pairs
+        from headsweep.trials.synthetic_pairs import synthetic_pairs
         return synthetic_pairs(n, seed=seed)
-    from trials.synthetic import synthetic_sentiment
+    from headsweep.trials.synthetic import synthetic_sentiment
     return synthetic_sentiment(n, seed=seed)
 
 

@@ -19,8 +19,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from trials.adapters import adapter_for, head_layout
-from trials.prune import count_parameters, prune_heads
+from headsweep.trials.adapters import adapter_for, head_layout
+from headsweep.trials.prune import count_parameters, prune_heads
 
 Head = tuple[int, int]
 SPEED_REPEATS = 7        # interleaved timing rounds (median over them)
@@ -64,7 +64,7 @@ def pruned_copy(model: nn.Module, removed: Sequence[Head]) -> nn.Module:
 def speedup(model: nn.Module, pruned: nn.Module, batches: list[dict], accelerator=None,
             repeats: int = SPEED_REPEATS) -> float:
     """Median latency of ``model`` over ``batches`` / that of ``pruned``, timed interleaved."""
-    from trials.data import model_inputs
+    from headsweep.trials.data import model_inputs
     device = next(model.parameters()).device
     pruned.to(device).eval()
     model.eval()

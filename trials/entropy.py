@@ -17,8 +17,8 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from trials.adapters import head_layout
-from trials.data import model_inputs
+from headsweep.trials.adapters import head_layout
+from headsweep.trials.data import model_inputs
 
 
 @torch.no_grad()

@@ -19,8 +19,8 @@ from collections.abc import Iterable, Iterator, Sequence
 import torch
 from torch import nn
 
-from trials.adapters import adapter_for, head_layout
-from trials.errors import UserError
+from headsweep.trials.adapters import adapter_for, head_layout
+from headsweep.trials.errors import UserError
 
 Head = tuple[int, int]
 

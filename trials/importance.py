@@ -20,12 +20,12 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from trials.adapters import head_layout
-from trials.gates import gated
-from trials.metrics import task_loss
-from trials.registry import Registry
+from headsweep.trials.adapters import head_layout
+from headsweep.trials.gates import gated
+from headsweep.trials.metrics import task_loss
+from headsweep.trials.registry import Registry
 
-from trials.data import MODEL_INPUTS, model_inputs  # noqa: F401  (re-exported)
+from headsweep.trials.data import MODEL_INPUTS, model_inputs  # noqa: F401  (re-exported)
 
 IMPORTANCE_METHODS = Registry("importance method", key="importance.method")
 
@@ -82,8 +82,8 @@ def normalize_per_layer(scores: torch.Tensor, eps: float = 1e-20) -> torch.Tenso
 
 
 # The other methods live in their own modules (which do not import this one).
-from trials.ablation import ablation_importance  # noqa: E402
-from trials.entropy import attention_entropy  # noqa: E402
+from headsweep.trials.ablation import ablation_importance  # noqa: E402
+from headsweep.trials.entropy import attention_entropy  # noqa: E402
 
 IMPORTANCE_METHODS.add("ablation", ablation_importance)
 IMPORTANCE_METHODS.add("entropy", attention_entropy)

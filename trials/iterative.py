@@ -16,9 +16,9 @@ from collections.abc import Callable, Iterator
 
 import torch
 
-from trials.gates import mask_tensor, masked
-from trials.importance import IMPORTANCE_METHODS, normalize_per_layer, sign
-from trials.strategies import remove_least, step_count
+from headsweep.trials.gates import mask_tensor, masked
+from headsweep.trials.importance import IMPORTANCE_METHODS, normalize_per_layer, sign
+from headsweep.trials.strategies import remove_least, step_count
 
 Head = tuple[int, int]
 
@@ -26,7 +26,7 @@ Head = tuple[int, int]
 def rescore(model, batches: Callable[[], list], method: str, removed: list[Head],
             normalize: bool = True) -> torch.Tensor:
     """Ranking scores (higher = more important) of the model with ``removed`` masked."""
-    from trials.adapters import head_layout
+    from headsweep.trials.adapters import head_layout
     with masked(model, removed):
         raw = IMPORTANCE_METHODS[method](model, batches()).double()
     present = mask_tensor(head_layout(model), removed).double()            # 1 = still there

@@ -12,7 +12,7 @@ import warnings
 
 import numpy as np
 
-from trials.registry import Registry
+from headsweep.trials.registry import Registry
 
 METRICS = Registry("metric", key="metric")
 CLASSIFICATION = ("accuracy", "f1", "mcc")

@@ -11,11 +11,11 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from trials.adapters import adapter_for
-from trials.errors import UserError
-from trials.presets import PRESET_PREFIX, load_preset
-from trials.spec import SINGLE_HEAD_INITS
-from trials.tokenizers import fix_padding, load_tokenizer
+from headsweep.trials.adapters import adapter_for
+from headsweep.trials.errors import UserError
+from headsweep.trials.presets import PRESET_PREFIX, load_preset
+from headsweep.trials.spec import SINGLE_HEAD_INITS
+from headsweep.trials.tokenizers import fix_padding, load_tokenizer
 
 
 # ---------------------------------------------------------------------------- loading
@@ -31,7 +31,7 @@ def load_model(name: str, num_labels: int = 2, *, tokenizer: str | None = None,
     config. A directory saved by ``save_pruned`` loads as the pruned model it is.
     Seed first (``accelerate.utils.set_seed``): the classifier head is freshly initialised.
     """
-    from trials.pruned_model import is_pruned_checkpoint, load_pruned
+    from headsweep.trials.pruned_model import is_pruned_checkpoint, load_pruned
     if name.startswith(PRESET_PREFIX):
         model, tok = load_preset(name, num_labels, tokenizer, texts)
     elif is_pruned_checkpoint(name):

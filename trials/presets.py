@@ -6,7 +6,7 @@ the tests run in minutes, with no network.
 - ``preset:tiny-<arch>`` is a *pretrained* base, as a hub model is: weights pretrained once with a
   fixed seed (causal LM for GPT-2, masked LM for DistilBERT and BERT) on a generated corpus in the
   synthetic task's vocabulary, shipped under ``trials/preset_weights/tiny-<arch>/`` with its
-  word-level tokenizer and made by ``python -m trials.pretrain`` (docs/demo.md). Every seed shares
+  word-level tokenizer and made by ``python -m headsweep.trials.pretrain`` (docs/demo.md). Every seed shares
   these weights; only the classifier (drawn from the caller's seed), data order and dropout vary.
 - ``preset:tiny-<arch>-random`` is the same architecture randomly initialised from the caller's
   seed, with a word-level vocabulary built from the task text (``texts``).
@@ -20,8 +20,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from trials.registry import Registry
-from trials.tokenizers import fix_padding, load_tokenizer, word_tokenizer
+from headsweep.trials.registry import Registry
+from headsweep.trials.tokenizers import fix_padding, load_tokenizer, word_tokenizer
 
 PRESET_PREFIX = "preset:"
 RANDOM_SUFFIX = "-random"
@@ -96,7 +96,7 @@ def load_preset(name: str, num_labels: int, tokenizer: str | None = None, texts:
         tok = load_tokenizer(tokenizer, False, preset.vocab_only_class)
     else:
         if texts is None:
-            from trials.synthetic import synthetic_sentiment
+            from headsweep.trials.synthetic import synthetic_sentiment
             texts = synthetic_sentiment(2000, seed=0)["sentence"]
         tok = word_tokenizer(texts, preset.style, segment_ids=preset.segment_ids)
     fix_padding(None, tok)

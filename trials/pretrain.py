@@ -1,4 +1,4 @@
-"""Pretrain the tiny presets' bases: ``python -m trials.pretrain --out trials/preset_weights``.
+"""Pretrain the tiny presets' bases: ``python -m headsweep.trials.pretrain --out trials/preset_weights``.
 
 Each preset (trials/presets.py) is pretrained once, from a fixed seed, on the generated review
 corpus of trials/synthetic.py (``review_corpus``): a causal-LM objective (next word) for GPT-2 and
@@ -29,9 +29,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from trials.presets import PRESET_PREFIX, PRESETS, RANDOM_SUFFIX, WEIGHTS_DIR, special_ids
-from trials.synthetic import VERDICT_VERBS, lexicon, review_corpus
-from trials.tokenizers import word_tokenizer
+from headsweep.trials.presets import PRESET_PREFIX, PRESETS, RANDOM_SUFFIX, WEIGHTS_DIR, special_ids
+from headsweep.trials.synthetic import VERDICT_VERBS, lexicon, review_corpus
+from headsweep.trials.tokenizers import word_tokenizer
 
 SEED = 20240917          # model init, batch order and masking: one fixed seed for every preset
 CORPUS_SEED = 7          # the task uses seeds 0 (train) and 1 (eval); the corpus is its own draw
@@ -153,7 +153,7 @@ def verdict_probe(model, tok, objective: str, n: int = 500) -> float:
     the LM put more probability on positive verdict verbs than on negative ones where a verdict
     would follow (the next word for a causal LM; "<sentence> [MASK] it ." for a masked LM)?
     Chance is 0.5; it measures whether pretraining taught the base what the task needs."""
-    from trials.synthetic import synthetic_sentiment
+    from headsweep.trials.synthetic import synthetic_sentiment
     task = synthetic_sentiment(n, seed=PROBE_SEED)
     pos, neg = (tok.convert_tokens_to_ids(VERDICT_VERBS[c]) for c in (1, 0))
     was = model.training
@@ -256,7 +256,7 @@ def save(model, tok, manifest: dict, out: Path) -> Path:
 
 def main(argv=None) -> int:
     pretrained = [n for n in PRESETS if not n.endswith(RANDOM_SUFFIX)]
-    p = argparse.ArgumentParser(prog="python -m trials.pretrain", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m headsweep.trials.pretrain", description=__doc__.splitlines()[0])
     p.add_argument("--out", default=str(WEIGHTS_DIR), help="folder for the preset folders (default: %(default)s)")
     p.add_argument("--presets", nargs="+", default=pretrained, choices=pretrained, metavar="PRESET",
                    help=f"which presets (default: all of {', '.join(pretrained)})")

@@ -12,8 +12,8 @@ from collections.abc import Sequence
 
 from torch import nn
 
-from trials.adapters import adapter_for, head_layout
-from trials.gates import mask_tensor
+from headsweep.trials.adapters import adapter_for, head_layout
+from headsweep.trials.gates import mask_tensor
 
 Head = tuple[int, int]
 

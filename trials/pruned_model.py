@@ -17,7 +17,7 @@ from pathlib import Path
 
 from torch import nn
 
-from trials.prune import prune_heads
+from headsweep.trials.prune import prune_heads
 
 MODULE = "headsweep_pruned"          # the modeling file saved beside the weights
 PRESENT_KEY = "headsweep_present_heads"
@@ -26,7 +26,7 @@ AUTO_CLASS = "AutoModelForSequenceClassification"
 _SOURCE = '''"""headsweep: a physically pruned {base} (its heads per layer: config.{key})."""
 from transformers import {base}
 
-from trials.pruned_model import pruned_class
+from headsweep.trials.pruned_model import pruned_class
 
 {name} = pruned_class({base})
 '''

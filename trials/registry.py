@@ -17,7 +17,7 @@ import difflib
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from trials.errors import UserError
+from headsweep.trials.errors import UserError
 
 
 class Registry(Mapping):

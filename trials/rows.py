@@ -8,10 +8,10 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from trials import atomic, layout, provenance
-from trials.importance import ranking_scores, sign
-from trials.schema import METRIC_COLUMNS, TRIAL_IMPORTANCE_COLUMNS, result_row
-from trials.spec import PruneSpec, row_key, to_dict
+from headsweep.trials import atomic, layout, provenance
+from headsweep.trials.importance import ranking_scores, sign
+from headsweep.trials.schema import METRIC_COLUMNS, TRIAL_IMPORTANCE_COLUMNS, result_row
+from headsweep.trials.spec import PruneSpec, row_key, to_dict
 
 
 def make_row(spec, heads, removed, metrics: dict, extra: dict, discriminator: str | None = None) -> dict:

@@ -1,4 +1,4 @@
-"""One trial without Ray: ``python -m trials.run trial.json``.
+"""One trial without Ray: ``python -m headsweep.trials.run trial.json``.
 
 trial.json: ``{"spec": <FinetuneSpec or PruneSpec as a dict>, "out_dir": "...",
 "checkpoint_dir": "..." (stage B: the stage-A checkpoint)}``.
@@ -21,17 +21,17 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from trials import atomic, layout
-from trials.adapters import head_layout
-from trials.data import Encoded, eval_loader, limit_eval, load_task, read_split
-from trials.efficiency import efficiency
-from trials.errors import UserError
-from trials.importance import IMPORTANCE_METHODS
-from trials.models import load_model
-from trials.rows import extra_evals_json, importance_frame, load_scores, make_row, write_outputs  # noqa: F401
-from trials.spec import DataSpec, FinetuneSpec, PruneSpec, from_dict, to_dict
-from trials.tokenizers import uses_token_types
-from trials.train import accelerator_scope, evaluate, finetune
+from headsweep.trials import atomic, layout
+from headsweep.trials.adapters import head_layout
+from headsweep.trials.data import Encoded, eval_loader, limit_eval, load_task, read_split
+from headsweep.trials.efficiency import efficiency
+from headsweep.trials.errors import UserError
+from headsweep.trials.importance import IMPORTANCE_METHODS
+from headsweep.trials.models import load_model
+from headsweep.trials.rows import extra_evals_json, importance_frame, load_scores, make_row, write_outputs  # noqa: F401
+from headsweep.trials.spec import DataSpec, FinetuneSpec, PruneSpec, from_dict, to_dict
+from headsweep.trials.tokenizers import uses_token_types
+from headsweep.trials.train import accelerator_scope, evaluate, finetune
 
 
 def run_finetune(spec: FinetuneSpec, out_dir: Path, progress: bool = False) -> list[dict]:
@@ -92,7 +92,7 @@ def run_prune(spec: PruneSpec, checkpoint_dir: Path, out_dir: Path, progress: bo
     iterative step), optionally recover, evaluate each (trials/stage_b.py)."""
     from accelerate.utils import set_seed
 
-    from trials import stage_b
+    from headsweep.trials import stage_b
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     ft = spec.finetune
@@ -145,7 +145,7 @@ def run_trial(trial: dict, progress: bool = False) -> list[dict]:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m trials.run", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m headsweep.trials.run", description=__doc__.splitlines()[0])
     p.add_argument("trial_json", help="trial file: {spec, out_dir[, checkpoint_dir]}")
     args = p.parse_args(argv)
     try:

@@ -7,7 +7,7 @@ Two kinds of trial (docs/design.md "Stages"):
   recover, evaluate.
 
 Specs hold only plain values (str/int/float/bool/None/tuples): they pickle (Ray passes them as
-objects) and ``to_dict`` / ``from_dict`` round-trip them through JSON (``python -m trials.run``,
+objects) and ``to_dict`` / ``from_dict`` round-trip them through JSON (``python -m headsweep.trials.run``,
 the checkpoint's copy of its spec).
 
 Each sweep-file section is a dataclass here whose fields carry their default and their rule

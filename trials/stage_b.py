@@ -17,16 +17,16 @@ from pathlib import Path
 
 import pandas as pd
 
-from trials import layout
-from trials.adapters import head_layout
-from trials.data import Encoded, eval_loader, load_task
-from trials.efficiency import SPEED_BATCHES, efficiency, pruned_copy, speedup
-from trials.gates import masked
-from trials.rows import extra_evals_json, load_scores, make_row
-from trials.spec import PruneSpec, row_key
-from trials.strategies import choose_heads, layer_sets
-from trials.tokenizers import uses_token_types
-from trials.train import evaluate, finetune
+from headsweep.trials import layout
+from headsweep.trials.adapters import head_layout
+from headsweep.trials.data import Encoded, eval_loader, load_task
+from headsweep.trials.efficiency import SPEED_BATCHES, efficiency, pruned_copy, speedup
+from headsweep.trials.gates import masked
+from headsweep.trials.rows import extra_evals_json, load_scores, make_row
+from headsweep.trials.spec import PruneSpec, row_key
+from headsweep.trials.strategies import choose_heads, layer_sets
+from headsweep.trials.tokenizers import uses_token_types
+from headsweep.trials.train import evaluate, finetune
 
 Head = tuple[int, int]
 
@@ -83,7 +83,7 @@ class Trial:
             if self.spec.measure_speed:
                 cols["speedup"] = speedup(model, pruned, self.speed_batches, self.acc)
             if self.spec.save_pruned:
-                from trials.pruned_model import save_pruned
+                from headsweep.trials.pruned_model import save_pruned
                 rel = layout.pruned_model_dir(self.spec.key)
                 where = self.out_dir / layout.PRUNED_MODEL
                 if discriminator is not None:      # several rows: one model each, in a subfolder
@@ -118,7 +118,7 @@ def run(trial: Trial, scores) -> list[tuple[dict, pd.DataFrame]]:
 
 
 def _iterative(trial: Trial, scores) -> list[tuple[dict, pd.DataFrame]]:
-    from trials.iterative import steps
+    from headsweep.trials.iterative import steps
     spec = trial.spec
     model = copy.deepcopy(trial.model) if spec.recovery_epochs else trial.model
     stats = {}

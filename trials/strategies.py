@@ -14,9 +14,9 @@ import math
 
 import numpy as np
 
-from trials.errors import UserError
-from trials.registry import Registry
-from trials.schema import REMOVAL_STRATEGIES
+from headsweep.trials.errors import UserError
+from headsweep.trials.registry import Registry
+from headsweep.trials.schema import REMOVAL_STRATEGIES
 
 Head = tuple[int, int]
 STRATEGIES = Registry("strategy", key="strategies")

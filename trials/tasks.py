@@ -14,7 +14,7 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass
 
-from trials.errors import UserError
+from headsweep.trials.errors import UserError
 
 GLUE_PREFIXES = ("glue/", "nyu-mll/glue:", "hub:glue/")
 SYNTHETIC_PAIRS = "synthetic-pairs"

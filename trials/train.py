@@ -15,11 +15,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from trials.data import Encoded, eval_loader, train_loader
-from trials.errors import UserError
-from trials.importance import model_inputs
-from trials.metrics import compute, task_loss
-from trials.spec import PRECISIONS, TrainSpec
+from headsweep.trials.data import Encoded, eval_loader, train_loader
+from headsweep.trials.errors import UserError
+from headsweep.trials.importance import model_inputs
+from headsweep.trials.metrics import compute, task_loss
+from headsweep.trials.spec import PRECISIONS, TrainSpec
 
 
 def resolve_precision(requested: str) -> str:

@@ -4,19 +4,11 @@ The generator itself lives in analysis/synthetic.py so the orchestrator's tests
 and demo notebooks can reuse it.
 """
 
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-# Make the repository root importable when pytest runs from the venv's script
-# (the packages are not necessarily installed; pyproject could set pythonpath).
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from analysis.synthetic import make_sweep_dir  # noqa: E402
+from headsweep.analysis.synthetic import make_sweep_dir
 
 
 @pytest.fixture
@@ -33,6 +25,6 @@ def full_sweep(tmp_path_factory):
 @pytest.fixture(scope="session")
 def analyzed(full_sweep):
     """analyze() with the notebook executed, once for the whole session (the slow part)."""
-    import analysis
+    from headsweep import analysis
 
     return analysis.analyze(full_sweep, execute=True, timeout=300, n_boot=500)

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from scipy import stats as st
 
-import analysis
-from analysis.synthetic import default_effect, null_effect, synthetic_sweep
+from headsweep import analysis
+from headsweep.analysis.synthetic import default_effect, null_effect, synthetic_sweep
 
 
 def _bottom_is_null(model, strategy, kf, rec, arch):

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from scipy import stats as st
 
-import analysis
-from analysis.synthetic import make_sweep_dir, synthetic_sweep
+from headsweep import analysis
+from headsweep.analysis.synthetic import make_sweep_dir, synthetic_sweep
 
 METHODS = ("ablation", "gradient")
 
@@ -70,8 +70,8 @@ def test_method_tests_equal_a_hand_computation(planted):
 
 
 def test_report_names_the_criterion_that_separates_more(planted):
-    from analysis.compare import primary
-    from analysis.report_sections import methods_section
+    from headsweep.analysis.compare import primary
+    from headsweep.analysis.report_sections import methods_section
     section = methods_section(primary(analysis.compare(planted.results)), planted.importance, 0.05)
     assert section[0] == "## Importance criteria"
     assert any("below 0 the criterion named first has the more negative gap" in x for x in section)

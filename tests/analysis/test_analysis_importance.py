@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from scipy import stats as st
 
-import analysis
-from analysis.synthetic import synthetic_sweep
+from headsweep import analysis
+from headsweep.analysis.synthetic import synthetic_sweep
 
 
 @pytest.fixture

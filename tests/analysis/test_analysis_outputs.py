@@ -11,9 +11,9 @@ import nbformat
 import pandas as pd
 import pytest
 
-import analysis
-from analysis.__main__ import main
-from analysis.synthetic import make_sweep_dir
+from headsweep import analysis
+from headsweep.analysis.__main__ import main
+from headsweep.analysis.synthetic import make_sweep_dir
 
 REQUIRED_STATS = ["family", "model", "group_a", "group_b", "recovery_epochs", "n", "difference", "ci_low",
                   "ci_high", "ci_kind", "sim_ci_low", "sim_ci_high", "effect_size", "test", "p", "p_adjusted"]

@@ -7,10 +7,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import analysis
-from analysis.synthetic import make_sweep_dir, synthetic_sweep, write_sweep
-from trials import layout
-from trials.errors import UserError
+from headsweep import analysis
+from headsweep.analysis.synthetic import make_sweep_dir, synthetic_sweep, write_sweep
+from headsweep.trials import layout
+from headsweep.trials.errors import UserError
 
 
 def _run(path):
@@ -152,8 +152,8 @@ def test_one_seed_no_extras_notebook_executes(tmp_path):
 def test_identical_differences_are_named_as_such_not_blamed_on_the_seed_count():
     """Three seeds that all lose exactly 47.7 points: t is undefined because nothing varies,
     not because three seeds are too few (a neighbouring row with three seeds is tested)."""
-    from analysis.compare import t_test_row
-    from analysis.report import _seed_evidence
+    from headsweep.analysis.compare import t_test_row
+    from headsweep.analysis.report import _seed_evidence
     row = {**t_test_row([-0.477, -0.477, -0.477], "accuracy", 0.95), "sim_ci_low": math.nan,
            "sim_ci_high": math.nan, "family_size": 4, "p_adjusted": math.nan}
     text = _seed_evidence(row, 0.05)

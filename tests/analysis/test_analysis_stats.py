@@ -9,8 +9,8 @@ import pytest
 from scipy import stats as st
 from statsmodels.stats.multitest import multipletests
 
-import analysis
-from analysis import stats as S
+from headsweep import analysis
+from headsweep.analysis import stats as S
 
 
 def test_t_interval_matches_hand_computation(rng):

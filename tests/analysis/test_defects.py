@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 from scipy import stats as st
 
-import analysis
-from analysis.synthetic import synthetic_sweep, write_sweep
+from headsweep import analysis
+from headsweep.analysis.synthetic import synthetic_sweep, write_sweep
 
 from .simulate import as_sweep, correctness
 

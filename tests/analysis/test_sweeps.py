@@ -11,11 +11,11 @@ import pandas as pd
 import pytest
 from scipy import stats as st
 
-import analysis
-from analysis.__main__ import main
-from analysis.synthetic import synthetic_sweep, write_sweep
-from trials import layout
-from trials.schema import STRATEGY_ORDER
+from headsweep import analysis
+from headsweep.analysis.__main__ import main
+from headsweep.analysis.synthetic import synthetic_sweep, write_sweep
+from headsweep.trials import layout
+from headsweep.trials.schema import STRATEGY_ORDER
 
 SMALL = {"m": (3, 4)}
 
@@ -117,7 +117,7 @@ def test_figures_follow_the_rules(tmp_path, monkeypatch):
     from matplotlib.figure import Figure
     from PIL import Image
 
-    from analysis import figures
+    from headsweep.analysis import figures
 
     path, _ = _sweep(tmp_path, strategies=STRATEGY_ORDER, random_draws=2, k_fractions=(0.25, 0.5, 0.75),
                      base_accuracy=0.97, single_head_arch=True)

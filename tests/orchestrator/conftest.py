@@ -74,7 +74,7 @@ def offline_and_no_ray(monkeypatch):
     """Validation must never start Ray, and must not depend on the network."""
     import ray
 
-    from orchestrator import driver
+    from headsweep.orchestrator import driver
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     was_running = ray.is_initialized()  # a session fixture of another module may have started it
@@ -106,7 +106,7 @@ def _write(tmp_path, raw, name="sweep.yaml") -> Path:
 
 
 def _run_cli(argv, capsys):
-    from orchestrator import cli
+    from headsweep.orchestrator import cli
     rc = cli.main([str(a) for a in argv])
     out, err = capsys.readouterr()
     return rc, out, err

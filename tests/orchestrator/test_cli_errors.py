@@ -9,9 +9,9 @@ import os
 
 import pytest
 
-from orchestrator import checks
-from orchestrator.readers import Problems
-from orchestrator.sweep import parse
+from headsweep.orchestrator import checks
+from headsweep.orchestrator.readers import Problems
+from headsweep.orchestrator.sweep import parse
 
 pytestmark = pytest.mark.usefixtures("offline_and_no_ray")
 

@@ -124,7 +124,7 @@ def submit(c: FakeCluster, storage: str, *, faults: str = "", wait: bool = True,
 
 
 def store(storage: str):
-    from orchestrator.storage import Store, join
+    from headsweep.orchestrator.storage import Store, join
     return Store(join(storage, SWEEP))
 
 
@@ -138,7 +138,7 @@ def worker_ids(c: FakeCluster) -> dict[str, dict]:
 
 
 def check_complete(st, c: FakeCluster, out: str) -> pd.DataFrame:
-    from trials import layout
+    from headsweep.trials import layout
     df = results(st)
     assert len(df) == N_A + N_B, out[-3000:]
     assert df["trial_key"].is_unique
@@ -182,13 +182,13 @@ def test_sweep_on_the_local_autoscaler(cluster, s3, tmp_path):
 
     # from outside the cluster: a user's machine with AWS credentials, no Ray
     env, uri = outside_env(), st.uri()
-    status = subprocess.run([sys.executable, "-m", "orchestrator", "status", uri, "--json"], cwd=tmp_path,
+    status = subprocess.run([sys.executable, "-m", "headsweep", "status", uri, "--json"], cwd=tmp_path,
                             env=env, capture_output=True, text=True, timeout=120)
     assert status.returncode == 0, status.stderr[-2000:]
     got = json.loads(status.stdout)["stages"]
     assert got["stage_a"]["done"] == N_A and got["stage_b"]["done"] == N_B
     local = tmp_path / "copy"
-    an = subprocess.run([sys.executable, "-m", "orchestrator", "analyze", uri, "--to", str(local), "--no-execute"],
+    an = subprocess.run([sys.executable, "-m", "headsweep", "analyze", uri, "--to", str(local), "--no-execute"],
                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert an.returncode == 0, an.stderr[-2000:]
     assert (local / "analysis" / "report.md").exists()
@@ -199,7 +199,7 @@ def test_sweep_on_the_local_autoscaler(cluster, s3, tmp_path):
 
 def wait_running(st, key: str, attempt: int, job: subprocess.Popen, timeout: float = 240) -> dict:
     """status.json of ``key`` once its attempt ``attempt`` (or a later one) is running on a node."""
-    from trials import layout
+    from headsweep.trials import layout
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert job.poll() is None, job.stdout.read()[-3000:]
@@ -215,7 +215,7 @@ def wait_running(st, key: str, attempt: int, job: subprocess.Popen, timeout: flo
 def test_a_worker_node_lost_in_stage_a_and_in_stage_b(lossy_cluster, s3, tmp_path):
     """SIGKILL the raylet of the node running a fine-tune, then of the node running a stage-B
     trial: Ray retries both elsewhere, the sweep completes, nothing is missing or duplicated."""
-    from orchestrator.plan import plan_file
+    from headsweep.orchestrator.plan import plan_file
     c = lossy_cluster
     pl = plan_file(SWEEP_YAML, storage=str(tmp_path / "plan-only"))
     a_key = next(s.key for s in pl.stage_a if s.seed == 0)

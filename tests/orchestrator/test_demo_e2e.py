@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from orchestrator import cli
-from orchestrator.plan import demo_path
+from headsweep.orchestrator import cli
+from headsweep.orchestrator.plan import demo_path
 
 pytestmark = pytest.mark.integration
 

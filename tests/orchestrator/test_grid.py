@@ -8,10 +8,10 @@ from collections import Counter
 
 import pytest
 
-from orchestrator import grid
-from orchestrator.checks import Heads
-from orchestrator.readers import Problems
-from orchestrator.sweep import parse
+from headsweep.orchestrator import grid
+from headsweep.orchestrator.checks import Heads
+from headsweep.orchestrator.readers import Problems
+from headsweep.orchestrator.sweep import parse
 
 BASE = {
     "name": "g",

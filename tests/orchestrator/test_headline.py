@@ -3,7 +3,7 @@ import math
 
 import pandas as pd
 
-from orchestrator.headline import headline_lines
+from headsweep.orchestrator.headline import headline_lines
 
 
 def _table(models, methods):

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from orchestrator.storage import Store, join, parent_and_name
+from headsweep.orchestrator.storage import Store, join, parent_and_name
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
@@ -34,12 +34,13 @@ def test_store_round_trip(bucket, tmp_path):
     assert (got / "config.json").read_text() == "{}"
 
 
-def test_sweep_on_s3(bucket, s3_creds, small_raw, write_sweep, tmp_path):
+def test_sweep_on_s3(bucket, s3_creds, small_raw, write_sweep, tmp_path, shadowing_cwd):
     small_raw.update(name="on-s3", seeds=[0], single_head_arch=False)
-    env = dict(os.environ, PYTHONPATH=str(REPO), HEADSWEEP_CACHE=str(tmp_path / "cache"), **s3_creds)
-    run = subprocess.run([sys.executable, "-m", "orchestrator", "run", str(write_sweep(small_raw)),
+    env = dict(os.environ, HEADSWEEP_CACHE=str(tmp_path / "cache"), **s3_creds)
+    # Run from a folder with the user's own trials/ and analysis/ packages: one import name.
+    run = subprocess.run([sys.executable, "-m", "headsweep", "run", str(write_sweep(small_raw)),
                           "--storage", bucket, "--no-analysis", "--cpus", "2"],
-                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+                         cwd=shadowing_cwd, env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
     store = Store(join(bucket, "on-s3"))
     df = pd.read_parquet(io.BytesIO(store.read_bytes("results.parquet")))
@@ -54,13 +55,13 @@ def test_sweep_on_s3(bucket, s3_creds, small_raw, write_sweep, tmp_path):
     assert len(runs) == 1, runs
     assert store.exists(f"ray/{runs[0]}/stage_a") and store.exists(f"ray/{runs[0]}/stage_b")
 
-    status = subprocess.run([sys.executable, "-m", "orchestrator", "status", join(bucket, "on-s3"), "--json"],
+    status = subprocess.run([sys.executable, "-m", "headsweep", "status", join(bucket, "on-s3"), "--json"],
                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert status.returncode == 0, status.stderr[-2000:]
     assert json.loads(status.stdout)["stages"]["stage_b"]["done"] == 3
 
     local = tmp_path / "copy"
-    an = subprocess.run([sys.executable, "-m", "orchestrator", "analyze", join(bucket, "on-s3"), "--to",
+    an = subprocess.run([sys.executable, "-m", "headsweep", "analyze", join(bucket, "on-s3"), "--to",
                          str(local), "--no-execute"], cwd=tmp_path, env=env, capture_output=True, text=True,
                         timeout=300)
     assert an.returncode == 0, an.stderr[-2000:]

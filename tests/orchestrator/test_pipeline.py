@@ -9,9 +9,9 @@ import pytest
 
 pytest.importorskip("ray.tune")
 
-from orchestrator.pipeline import ReadyFirst, ready_first  # noqa: E402
-from orchestrator.storage import Store  # noqa: E402
-from trials import layout  # noqa: E402
+from headsweep.orchestrator.pipeline import ReadyFirst, ready_first  # noqa: E402
+from headsweep.orchestrator.storage import Store  # noqa: E402
+from headsweep.trials import layout  # noqa: E402
 
 RUN = "run-1"
 OVER = layout.stage_over_marker(RUN)

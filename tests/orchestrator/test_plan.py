@@ -117,7 +117,7 @@ def test_plan_with_no_throughput_says_so(harness, tmp_path, capsys, monkeypatch,
     raw["finetune"]["mixed_precision"] = "fp16"
     table = yaml.safe_load((REPO / "orchestrator" / "throughput.yaml").read_text())
     del table["devices"]["A10G"]["finetune"]["tiny"]
-    from orchestrator import estimate
+    from headsweep.orchestrator import estimate
     monkeypatch.setattr(estimate, "load_table", lambda path=None: table)
     rc, out, err = plan_of(harness, capsys, harness.write(tmp_path, raw), monkeypatch, cwd=tmp_path)
     assert rc == 0, err

@@ -3,9 +3,9 @@ import io
 import time
 from types import SimpleNamespace
 
-from orchestrator.progress import Progress, count, eta
-from orchestrator.storage import Store
-from trials import layout
+from headsweep.orchestrator.progress import Progress, count, eta
+from headsweep.orchestrator.storage import Store
+from headsweep.trials import layout
 
 
 def _plan(a, b):

@@ -6,10 +6,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from orchestrator import cli, driver
-from orchestrator.plan import plan_file
-from orchestrator.storage import Store
-from trials import layout
+from headsweep.orchestrator import cli, driver
+from headsweep.orchestrator.plan import plan_file
+from headsweep.orchestrator.storage import Store
+from headsweep.trials import layout
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from trials import layout
+from headsweep.trials import layout
 
 pytestmark = pytest.mark.integration
 
@@ -66,7 +66,7 @@ def test_resuming_a_complete_sweep_does_nothing(kill, reference):
     sweep_dir = work / "sweeps" / "kill"
     runs = sorted((sweep_dir / layout.RAY).iterdir())
     before = {p: p.read_bytes() for p in sweep_dir.glob(f"{layout.TRIALS}/*/{layout.RESULT}")}
-    done = subprocess.run([sys.executable, "-m", "orchestrator", "resume", str(sweep_dir), "--no-analysis"],
+    done = subprocess.run([sys.executable, "-m", "headsweep", "resume", str(sweep_dir), "--no-analysis"],
                           cwd=work, env=kill.env_for(), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "nothing to run" in done.stdout and "resume" not in done.stderr

@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 import torch
 
-from orchestrator import cli
-from orchestrator.results import CONTRACT_COLUMNS, read_rows, results_frame
+from headsweep.orchestrator import cli
+from headsweep.orchestrator.results import CONTRACT_COLUMNS, read_rows, results_frame
 
 pytestmark = pytest.mark.integration
 
@@ -85,9 +85,9 @@ def test_row_rechecks_by_masking_the_checkpoint(finished):
     """DESIGN: any row can be re-checked by masking exactly heads_removed on the stage-A checkpoint."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    import trials
-    from trials.data import Encoded, eval_loader, read_split
-    from trials.spec import DataSpec
+    from headsweep import trials
+    from headsweep.trials.data import Encoded, eval_loader, read_split
+    from headsweep.trials.spec import DataSpec
     sweep_dir, df = finished
     row = df[(df["strategy"] == "top") & (df["seed"] == 1)].iloc[0]
     ckpt = sweep_dir / "checkpoints" / "tiny__seed1"
@@ -103,7 +103,7 @@ def test_row_rechecks_by_masking_the_checkpoint(finished):
 
 
 def test_rebuilding_results_from_trial_outputs_gives_same_table(finished):
-    from orchestrator.storage import Store
+    from headsweep.orchestrator.storage import Store
     sweep_dir, df = finished
     rebuilt = results_frame(read_rows(Store(sweep_dir)))
     pd.testing.assert_frame_equal(rebuilt.reset_index(drop=True), df.reset_index(drop=True))

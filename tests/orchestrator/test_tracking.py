@@ -11,13 +11,13 @@ import copy
 import pandas as pd
 import pytest
 
-from orchestrator import tracking
-from orchestrator.grid import stage_a
-from orchestrator.plan import read_sweep
-from orchestrator.storage import Store
-from orchestrator.sweep import TrackingSpec
-from trials import layout
-from trials.spec import to_dict
+from headsweep.orchestrator import tracking
+from headsweep.orchestrator.grid import stage_a
+from headsweep.orchestrator.plan import read_sweep
+from headsweep.orchestrator.storage import Store
+from headsweep.orchestrator.sweep import TrackingSpec
+from headsweep.trials import layout
+from headsweep.trials.spec import to_dict
 
 mlflow = pytest.importorskip("mlflow", reason="mlflow (dev extra) not installed")
 event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator",

@@ -378,8 +378,8 @@ SUBPROCESS_CASES = {
 
 @pytest.fixture(scope="module")
 def validate_processes(harness, tmp_path_factory):
-    """``python -m orchestrator validate`` on each case, all started at once (each pays the imports)."""
-    env = dict(os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+    """``python -m headsweep validate`` on each case, all started at once (each pays the imports)."""
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
     procs = {}
     for case in SUBPROCESS_CASES:
         tmp = tmp_path_factory.mktemp(case)
@@ -391,7 +391,7 @@ def validate_processes(harness, tmp_path_factory):
             path = harness.write(tmp, raw)
         else:
             path = harness.write(tmp, with_data(harness.base(tmp), data_dir(tmp, header=("sentence", "y"))))
-        procs[case] = (tmp, subprocess.Popen([sys.executable, "-m", "orchestrator", "validate", str(path)],
+        procs[case] = (tmp, subprocess.Popen([sys.executable, "-m", "headsweep", "validate", str(path)],
                                              cwd=tmp, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                              text=True))
     yield procs

@@ -113,7 +113,7 @@ def out_proj_hook_counts(model, arch: str) -> list[int]:
 
 
 def build_tiny(arch: str, seed: int = 0, suffix: str = "", num_labels: int = 2) -> SimpleNamespace:
-    import trials
+    from headsweep import trials
     torch.manual_seed(seed)
     model, tok = trials.load_model(f"preset:tiny-{arch}{suffix}", num_labels)
     perturb_(model, seed)
@@ -178,13 +178,13 @@ def make_checkpoint(out, arch: str, data, methods=("gradient",), seed: int = 0, 
 
     import pandas as pd
 
-    import trials
-    from trials import layout
-    from trials.data import Encoded, eval_loader, load_task
-    from trials.importance import IMPORTANCE_METHODS
-    from trials.rows import importance_frame
-    from trials.spec import FinetuneSpec, ImportanceSpec, ModelSpec, TrainSpec
-    from trials.tokenizers import uses_token_types
+    from headsweep import trials
+    from headsweep.trials import layout
+    from headsweep.trials.data import Encoded, eval_loader, load_task
+    from headsweep.trials.importance import IMPORTANCE_METHODS
+    from headsweep.trials.rows import importance_frame
+    from headsweep.trials.spec import FinetuneSpec, ImportanceSpec, ModelSpec, TrainSpec
+    from headsweep.trials.tokenizers import uses_token_types
     spec = FinetuneSpec(model=ModelSpec(name=f"preset:tiny-{arch}-random"), data=data,
                         train=TrainSpec(epochs=1, lr=1e-3, batch_size=16, eval_batch_size=32, mixed_precision="no"),
                         importance=ImportanceSpec(examples=examples, batch_size=16, method=tuple(methods)),
@@ -212,7 +212,7 @@ def stage_a_scores(checkpoint, method: str = "gradient"):
 
     import pandas as pd
 
-    from trials import layout
+    from headsweep.trials import layout
     imp = pd.read_parquet(Path(checkpoint) / layout.CKPT_IMPORTANCE)
     imp = imp[imp["method"] == method]
     return imp.pivot(index="layer", columns="head", values="score").sort_index().sort_index(axis=1).to_numpy()
@@ -226,8 +226,8 @@ def recheck(checkpoint, data, heads) -> dict:
     import torch.nn.functional as F
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    import trials
-    from trials.data import limit_eval, read_split
+    from headsweep import trials
+    from headsweep.trials.data import limit_eval, read_split
     model = AutoModelForSequenceClassification.from_pretrained(checkpoint).eval()
     tok = AutoTokenizer.from_pretrained(checkpoint)
     ev = limit_eval(read_split(data, "eval"), data)

@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 import torch
 
-import trials
-from trials.data import Collator, Encoded, LengthGroupedBatches, eval_loader, load_task, read_split
-from trials.spec import DataSpec
-from trials.synthetic import synthetic_sentiment
+from headsweep import trials
+from headsweep.trials.data import Collator, Encoded, LengthGroupedBatches, eval_loader, load_task, read_split
+from headsweep.trials.spec import DataSpec
+from headsweep.trials.synthetic import synthetic_sentiment
 
 SHARED_DATA = (Path(__file__).resolve().parents[2] / "../shared/data").resolve()
 needs_shared = pytest.mark.skipif(not (SHARED_DATA / "sst2").is_dir(),
@@ -35,7 +35,7 @@ def test_synthetic_labels_follow_negation_and_contrast():
     """Recompute every label from the text by the generator's documented rules: a clause's
     polarity is its adjective's, flipped by a negation; in "A , but B" and "although A , B" the
     second clause decides; in "A and B" both clauses agree with the label."""
-    from trials.synthetic import FILLERS, NEGATIONS, NEGATIVE, POSITIVE
+    from headsweep.trials.synthetic import FILLERS, NEGATIONS, NEGATIVE, POSITIVE
 
     def clause(text):
         words = text.split()

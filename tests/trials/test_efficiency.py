@@ -8,10 +8,10 @@ import copy
 import pytest
 import torch
 
-import trials
+from headsweep import trials
 from tests.trials.conftest import attention_params
-from trials.efficiency import efficiency, pruned_copy, speedup
-from trials.pruned_model import save_pruned
+from headsweep.trials.efficiency import efficiency, pruned_copy, speedup
+from headsweep.trials.pruned_model import save_pruned
 
 
 def removal_sets(tiny, random_heads):

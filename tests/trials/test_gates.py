@@ -6,7 +6,7 @@ import copy
 import pytest
 import torch
 
-import trials
+from headsweep import trials
 
 
 def test_masked_equals_zeroed_out_proj_inputs(tiny, random_heads, rng, logits):

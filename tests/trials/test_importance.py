@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import trials
-from trials.importance import model_inputs
+from headsweep import trials
+from headsweep.trials.importance import model_inputs
 
 EPS = 1e-4
 

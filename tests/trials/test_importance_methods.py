@@ -8,11 +8,11 @@ import copy
 import pytest
 import torch
 
-import trials
-from trials.ablation import ablation_importance
-from trials.entropy import attention_entropy
-from trials.importance import IMPORTANCE_METHODS, ranking_scores, sign
-from trials.metrics import task_loss
+from headsweep import trials
+from headsweep.trials.ablation import ablation_importance
+from headsweep.trials.entropy import attention_entropy
+from headsweep.trials.importance import IMPORTANCE_METHODS, ranking_scores, sign
+from headsweep.trials.metrics import task_loss
 
 LABELS = torch.tensor([1, 0, 1, 0, 1, 0])
 
@@ -86,7 +86,7 @@ def test_ablation_does_only_the_work_an_exact_leave_one_out_cannot_skip(arch):
     from torch.utils.flop_counter import FlopCounterMode
     from transformers import AutoModelForSequenceClassification, DistilBertConfig, GPT2Config
 
-    from trials.ablation import flop_ceiling
+    from headsweep.trials.ablation import flop_ceiling
     layers, heads, dim, seq = 6, 12, 48, 16
     cfg = (DistilBertConfig(vocab_size=100, dim=dim, n_layers=layers, n_heads=heads, hidden_dim=4 * dim,
                             num_labels=2) if arch == "distilbert" else

@@ -16,11 +16,11 @@ import pandas as pd
 import pytest
 import torch
 
-import trials
+from headsweep import trials
 from tests.trials.conftest import check_row, make_checkpoint, stage_a_scores
-from trials import layout
-from trials.run import run_prune
-from trials.spec import DataSpec, PruneSpec
+from headsweep.trials import layout
+from headsweep.trials.run import run_prune
+from headsweep.trials.spec import DataSpec, PruneSpec
 
 DATA = DataSpec(source="synthetic", synthetic_size=120, max_length=32, eval_limit=48)
 
@@ -35,7 +35,7 @@ def importance_batches(ft, path):
     """The importance examples of the trial, tokenised by the checkpoint's tokenizer."""
     from transformers import AutoTokenizer
 
-    from trials.data import Encoded, eval_loader, load_task
+    from headsweep.trials.data import Encoded, eval_loader, load_task
     tok = AutoTokenizer.from_pretrained(path)
     task = load_task(ft.data, ft.importance.examples)
     enc = Encoded(task.importance, tok, ft.data.max_length, token_types=True)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from trials.metrics import METRICS, applicable, compute, mcc, pearson, spearman, task_loss
+from headsweep.trials.metrics import METRICS, applicable, compute, mcc, pearson, spearman, task_loss
 
 
 @pytest.mark.parametrize("n_classes", [2, 3, 5])
@@ -80,10 +80,10 @@ def test_a_regression_task_end_to_end(tmp_path):
     import pandas as pd
     from scipy import stats
 
-    from trials import layout
-    from trials.run import run_finetune
-    from trials.spec import DataSpec, FinetuneSpec, ImportanceSpec, ModelSpec, TrainSpec
-    from trials.synthetic import synthetic_sentiment
+    from headsweep.trials import layout
+    from headsweep.trials.run import run_finetune
+    from headsweep.trials.spec import DataSpec, FinetuneSpec, ImportanceSpec, ModelSpec, TrainSpec
+    from headsweep.trials.synthetic import synthetic_sentiment
     for split, n, seed in (("train", 400, 0), ("validation", 80, 1)):
         df = synthetic_sentiment(n, seed=seed)
         noise = np.random.default_rng(seed).normal(0, 0.1, n)

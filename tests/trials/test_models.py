@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-import trials
+from headsweep import trials
 
 # ../shared/data beside the project root (read-only in CI); the real tokenizer files live there.
 SHARED_DATA = (Path(__file__).resolve().parents[2] / "../shared/data").resolve()

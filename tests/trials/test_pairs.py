@@ -12,14 +12,14 @@ import pandas as pd
 import pytest
 import torch
 
-import trials
+from headsweep import trials
 from tests.trials.conftest import check_row, make_checkpoint
-from trials import layout
-from trials.data import Encoded, eval_loader, load_task, read_split
-from trials.run import run_finetune, run_prune
-from trials.spec import DataSpec, FinetuneSpec, ImportanceSpec, ModelSpec, PruneSpec, TrainSpec
-from trials.synthetic_pairs import polarity, synthetic_pairs
-from trials.tokenizers import uses_token_types
+from headsweep.trials import layout
+from headsweep.trials.data import Encoded, eval_loader, load_task, read_split
+from headsweep.trials.run import run_finetune, run_prune
+from headsweep.trials.spec import DataSpec, FinetuneSpec, ImportanceSpec, ModelSpec, PruneSpec, TrainSpec
+from headsweep.trials.synthetic_pairs import polarity, synthetic_pairs
+from headsweep.trials.tokenizers import uses_token_types
 
 PAIRS = DataSpec(source="synthetic-pairs", text_column="sentence1", text_pair_column="sentence2",
                  synthetic_size=80, max_length=40, eval_limit=48, extra_eval=("mismatched",))
@@ -48,7 +48,7 @@ def pair_batch(arch: str):
 
 def forward_kwargs(model, batch) -> dict:
     """The keyword arguments the model's forward receives when the trials evaluate ``batch``."""
-    from trials.data import model_inputs
+    from headsweep.trials.data import model_inputs
     seen = {}
     handle = model.register_forward_pre_hook(lambda m, args, kwargs: seen.update(kwargs), with_kwargs=True)
     try:
@@ -104,7 +104,7 @@ def test_models_without_segments_get_no_token_type_ids(arch):
 def test_gpt2_pairs_truncate_like_the_tokenizers_longest_first():
     """``A <eos> B`` cut to max_length keeps what the tokenizer's own ``longest_first`` pair
     truncation keeps of A and B (for max_length - 1 tokens: one goes to the separator)."""
-    from trials.tokenizers import joined_pairs
+    from headsweep.trials.tokenizers import joined_pairs
     _, tok, _, _ = pair_batch("gpt2")
     a, b = "the movie is very good and the plot is clever .", "the cast is good ."
     for max_length in (6, 10, 13, 40):

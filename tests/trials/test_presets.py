@@ -2,7 +2,7 @@
 
 - ``preset:tiny-<arch>`` loads the shipped base offline, with the head layout the gate and pruning
   tests rely on; seeds share the base and draw their own classifier.
-- The shipped files are what ``python -m trials.pretrain`` makes: same recipe, seed, corpus,
+- The shipped files are what ``python -m headsweep.trials.pretrain`` makes: same recipe, seed, corpus,
   vocabulary and config, and replaying the first pretraining steps gives the recorded losses
   (the full pretraining is minutes, so it is not repeated here).
 - ``-random`` presets and ``tokenizer=`` keep the random initialisation.
@@ -23,10 +23,10 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-import trials
-from trials import pretrain
-from trials.presets import PRESETS, RANDOM_SUFFIX, WEIGHTS_DIR
-from trials.synthetic import lexicon, review_corpus, synthetic_sentiment
+from headsweep import trials
+from headsweep.trials import pretrain
+from headsweep.trials.presets import PRESETS, RANDOM_SUFFIX, WEIGHTS_DIR
+from headsweep.trials.synthetic import lexicon, review_corpus, synthetic_sentiment
 
 REPO = Path(__file__).resolve().parents[2]
 ARCHS = ("gpt2", "distilbert", "bert")
@@ -213,7 +213,7 @@ def test_the_vocabulary_covers_corpus_and_task():
 
 
 def test_review_corpus_is_seeded_and_each_verdict_agrees_with_its_sentence():
-    from trials.synthetic import NEGATIVE, NEGATIONS, POSITIVE, VERDICT_VERBS
+    from headsweep.trials.synthetic import NEGATIVE, NEGATIONS, POSITIVE, VERDICT_VERBS
     assert review_corpus(50, 3) == review_corpus(50, 3) != review_corpus(50, 4)
     verbs = VERDICT_VERBS[0] + VERDICT_VERBS[1]
     checked = plain = 0
@@ -236,7 +236,7 @@ def test_review_corpus_is_seeded_and_each_verdict_agrees_with_its_sentence():
 # ---------------------------------------------------------------------------- the demo sweep
 
 def test_demo_sweep_validates_as_documented(tmp_path, capsys, monkeypatch):
-    from orchestrator import cli
+    from headsweep.orchestrator import cli
     path = REPO / "configs" / "demo.yaml"
     raw = yaml.safe_load(path.read_text())
     assert {m["name"] for m in raw["models"]} == {"preset:tiny-gpt2", "preset:tiny-distilbert"}

@@ -6,7 +6,7 @@ import copy
 import pytest
 import torch
 
-import trials
+from headsweep import trials
 
 
 def n_params(model) -> int:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,13 +16,12 @@ import pandas as pd
 import pytest
 import torch
 
-import trials
-from trials import layout
-from trials.data import read_split
-from trials.run import main, run_finetune, run_prune
-from trials.spec import DataSpec, FinetuneSpec, ImportanceSpec, ModelSpec, PruneSpec, TrainSpec, to_dict
+from headsweep import trials
+from headsweep.trials import layout
+from headsweep.trials.data import read_split
+from headsweep.trials.run import main, run_finetune, run_prune
+from headsweep.trials.spec import DataSpec, FinetuneSpec, ImportanceSpec, ModelSpec, PruneSpec, TrainSpec, to_dict
 
-ROOT = Path(__file__).resolve().parents[2]
 PRED_COLUMNS = ["example_id", "label", "pred", "correct", "prob"]
 
 
@@ -149,7 +147,7 @@ def test_stage_a_checkpoint_reloads_with_transformers(trained):
 
 def test_stage_a_importance_belongs_to_the_checkpoint(trained):
     """Recomputing importance on the saved model and the held-out rows gives the saved scores."""
-    from trials.data import Encoded, eval_loader, load_task
+    from headsweep.trials.data import Encoded, eval_loader, load_task
     _, out = trained
     model, tok = trials.load_model(str(out / layout.CHECKPOINT), 2)
     task = load_task(TRAINED.data, TRAINED.importance.examples)
@@ -220,8 +218,7 @@ def test_stage_a_is_deterministic(quick, tmp_path):
 # ---------------------------------------------------------------------------- CLI
 
 def run_cli(trial_file: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    return subprocess.run([sys.executable, "-m", "trials.run", str(trial_file)], cwd=ROOT, env=env,
+    return subprocess.run([sys.executable, "-m", "headsweep.trials.run", str(trial_file)], cwd=trial_file.parent,
                           capture_output=True, text=True, timeout=600)
 
 

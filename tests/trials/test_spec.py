@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from trials.spec import (DataSpec, FinetuneSpec, ImportanceSpec, ModelSpec, PruneSpec, TrainSpec,
+from headsweep.trials.spec import (DataSpec, FinetuneSpec, ImportanceSpec, ModelSpec, PruneSpec, TrainSpec,
                          default_label, from_dict, to_dict)
 
 

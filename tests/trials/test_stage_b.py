@@ -14,9 +14,9 @@ import pandas as pd
 import pytest
 
 from tests.trials.conftest import attention_params, check_row, make_checkpoint, recheck, stage_a_scores
-from trials import layout
-from trials.run import run_prune
-from trials.spec import DataSpec, PruneSpec
+from headsweep.trials import layout
+from headsweep.trials.run import run_prune
+from headsweep.trials.spec import DataSpec, PruneSpec
 
 DATA = DataSpec(source="synthetic", synthetic_size=80, max_length=32, eval_limit=48)
 
@@ -85,7 +85,7 @@ def test_every_row_counts_parameters_and_measures_speed(ckpt, tmp_path):
     import torch
     from transformers import AutoModelForSequenceClassification
 
-    import trials
+    from headsweep import trials
     ft, path = ckpt
     spec = PruneSpec(ft, "bottom", 6, measure_speed=True, save_pruned=True)
     (row,) = run_prune(spec, path, tmp_path)

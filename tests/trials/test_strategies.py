@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-import trials
+from headsweep import trials
 
 L, H = 4, 12          # 48 heads
 

@@ -9,11 +9,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import trials
-from trials.data import Encoded, read_split
-from trials.spec import DataSpec, TrainSpec
-from trials.metrics import macro_f1
-from trials.train import accelerator_scope, evaluate, finetune, resolve_precision
+from headsweep import trials
+from headsweep.trials.data import Encoded, read_split
+from headsweep.trials.spec import DataSpec, TrainSpec
+from headsweep.trials.metrics import macro_f1
+from headsweep.trials.train import accelerator_scope, evaluate, finetune, resolve_precision
 
 
 # ---------------------------------------------------------------------------- macro F1
@@ -135,7 +135,7 @@ def test_accelerator_scope_resets_between_trials():
 def test_adamw_is_fused_on_cpu_and_matches_the_reference_update():
     """_adamw picks torch's fused kernel; its updates equal the single-tensor reference
     implementation (same rule: decoupled weight decay, bias correction)."""
-    from trials.train import _adamw
+    from headsweep.trials.train import _adamw
     gen = torch.Generator().manual_seed(0)
     init = [torch.randn(7, 5, generator=gen), torch.randn(5, generator=gen)]
     grads = [[torch.randn_like(p) for p in init] for _ in range(5)]
