@@ -3,7 +3,7 @@
 repeat until every head is gone. One trial, a results row per step; the removed sets nest, and
 without recovery masking a row's ``heads_removed`` on the stage-A checkpoint reproduces it.
 
-The removal targets (``targets``): every K of the sweep's grid (as head counts of the model,
+The removal targets (``strategies.iterative_targets``): every K of the sweep's grid (as head counts of the model,
 ``PruneSpec.k_grid``), reached in steps of at most ``step`` of all heads, then on to all heads in
 steps of ``step``; a step that would pass a grid K stops at it. So the iterative curve has a row
 at every K where bottom-, top- and random-K have one.
@@ -23,7 +23,7 @@ import torch
 
 from headsweep.trials.gates import mask_tensor, masked
 from headsweep.trials.importance import IMPORTANCE_METHODS, ranking_scores
-from headsweep.trials.strategies import remove_least, step_count
+from headsweep.trials.strategies import iterative_targets, remove_least, step_count
 
 Head = tuple[int, int]
 
@@ -39,18 +39,6 @@ def rescore(model, batches: Callable[[], list], method: str, removed: list[Head]
     return ranking_scores(raw * present, method, normalize)
 
 
-def targets(total: int, per_step: int, grid: tuple[int, ...] = ()) -> list[int]:
-    """Heads removed after each step: from 0, ``per_step`` more at a time, but never past the next
-    grid count (a step that would pass it stops at it), until ``total``."""
-    stops = sorted({int(k) for k in grid if 0 < k < total}) + [total]
-    out, done = [], 0
-    for stop in stops:
-        while done < stop:
-            done = min(done + per_step, stop)
-            out.append(done)
-    return out
-
-
 def steps(model, first_scores: torch.Tensor, step: float, method: str, batches: Callable[[], list],
           normalize: str = "auto", recover: Callable | None = None,
           grid: tuple[int, ...] = ()) -> Iterator[tuple[int, list[Head]]]:
@@ -61,7 +49,7 @@ def steps(model, first_scores: torch.Tensor, step: float, method: str, batches: 
     n_layers, n_heads = first_scores.shape
     total = n_layers * n_heads
     scores, removed = first_scores, []
-    plan = targets(total, step_count(step, total), grid)
+    plan = iterative_targets(total, step_count(step, total), grid)
     for s, target in enumerate(plan, start=1):
         removed = remove_least(scores, target - len(removed), removed=removed)
         if recover is not None:

@@ -154,6 +154,19 @@ def step_count(step: float, total: int) -> int:
     return max(1, math.floor(step * total + 0.5))
 
 
+def iterative_targets(total: int, per_step: int, grid=()) -> list[int]:
+    """Heads removed after each iterative step: from 0, ``per_step`` more at a time, but never
+    past the next grid count (a step that would pass it stops at it), until ``total``. So every
+    grid K (head counts) gets a row, and no step removes more than ``per_step``."""
+    stops = sorted({int(k) for k in grid if 0 < k < total}) + [total]
+    out, done = [], 0
+    for stop in stops:
+        while done < stop:
+            done = min(done + per_step, stop)
+            out.append(done)
+    return out
+
+
 def _array(scores) -> np.ndarray:
     return np.asarray(scores.detach().cpu() if hasattr(scores, "detach") else scores, dtype=np.float64)
 

@@ -184,3 +184,19 @@ def test_single_head_keeps_each_layers_argmax(scores):
     tied[2, 5] = 2.0
     kept = set(all_heads()) - set(trials.choose_heads("single-head", tied))
     assert kept == {(0, 0), (1, 0), (2, 5), (3, 0)}
+
+
+def test_iterative_targets_stop_at_every_grid_count():
+    from headsweep.trials.strategies import iterative_targets
+    assert iterative_targets(16, 4) == [4, 8, 12, 16]                       # no grid: as before
+    assert iterative_targets(16, 5) == [5, 10, 15, 16]
+    assert iterative_targets(72, 7, (7, 14, 22, 29, 36)) == [7, 14, 21, 22, 29, 36, 43, 50, 57, 64, 71, 72]
+    assert iterative_targets(16, 4, (2, 3, 16, 0)) == [2, 3, 7, 11, 15, 16]  # 0 and all heads need no stop
+    assert iterative_targets(10, 3, (9, 4)) == [3, 4, 7, 9, 10]             # grid order does not matter
+
+
+def test_each_head_sets_are_every_head_alone(scores):
+    sets = trials.STRATEGIES["each-head"](scores)
+    assert sets == [[h] for h in all_heads()]
+    with pytest.raises(ValueError, match="each_head_sets"):
+        trials.choose_heads("each-head", scores, 1)
