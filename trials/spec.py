@@ -22,6 +22,9 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from headsweep.trials.errors import UserError
+from headsweep.trials.schema import ORACLE
+
 
 # Allowed values, used by the specs, the trials and the sweep-file validation alike.
 PRECISIONS = ("auto", "no", "fp16", "bf16")
@@ -186,6 +189,15 @@ class PruneSpec(_Keyed):
     measure_speed: bool = False           # latency of the physically pruned model vs the unpruned
     save_pruned: bool = False             # save the physically pruned model (HF format)
     stage: str = field(default="B", init=False)
+
+    def __post_init__(self):
+        if self.keep not in KEEP_RULES:
+            raise UserError("keep", self.keep, f"must be one of {', '.join(KEEP_RULES)}")
+        if (self.keep == "best") != (self.importance_method == ORACLE) and self.strategy == "layer-single-head":
+            raise UserError("importance_method", self.importance_method,
+                            f"layer-single-head is {ORACLE} exactly when keep is best (it ranks by the evaluation set)")
+        if self.strategy == "each-head" and self.recovery_epochs:
+            raise UserError("recovery_epochs", self.recovery_epochs, "each-head measures the fine-tuned model, so it must be 0")
 
     @property
     def seed(self) -> int:
