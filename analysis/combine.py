@@ -28,7 +28,7 @@ from headsweep.trials.schema import CONDITION
 from .load import Sweep, first_config
 
 FINETUNE_IGNORED = ("recovery_epochs", "eval_batch_size")
-IMPORTANCE_KEYS = ("examples", "normalize_per_layer")
+IMPORTANCE_KEYS = ("examples", "normalize", "normalize_per_layer")   # the second: sweeps before issue 22
 
 
 def protocol(sweep: Sweep) -> dict | None:

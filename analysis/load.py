@@ -275,7 +275,8 @@ def clean_results(raw: pd.DataFrame, task: str = "") -> tuple[pd.DataFrame, list
 def clean_importance(raw: pd.DataFrame) -> tuple[pd.DataFrame | None, list[str]]:
     """Normalise an importance table (model, seed, method, layer, head, score, score_raw)."""
     notes: list[str] = []
-    missing = [c for c in IMPORTANCE_COLUMNS if c not in raw.columns and c not in ("score_raw", "method")]
+    missing = [c for c in IMPORTANCE_COLUMNS if c not in raw.columns
+               and c not in ("score_raw", "method", "normalization")]
     if missing:
         return None, [f"{layout.IMPORTANCE} lacks column(s) {', '.join(missing)}: importance analysis skipped"]
     df = raw.copy()

@@ -69,7 +69,8 @@ def _importance(rng, model: str, n_layers: int, n_heads: int, seeds, methods) ->
             norm = raw / np.linalg.norm(raw, axis=1, keepdims=True)
             for layer in range(n_layers):
                 for head in range(n_heads):
-                    rows.append({"model": model, "seed": int(s), "method": method, "layer": layer, "head": head,
+                    rows.append({"model": model, "seed": int(s), "method": method, "normalization": "layer_l2",
+                                 "layer": layer, "head": head,
                                  "score": float(norm[layer, head]), "score_raw": float(raw[layer, head])})
     return pd.DataFrame(rows, columns=IMPORTANCE_COLUMNS)
 

@@ -52,7 +52,7 @@ def sweep_dict(args, storage: str) -> dict:
         "name": "bench-sweep-cost",
         "models": [{"name": "preset:tiny-gpt2", "label": "tiny-gpt2"}],
         "data": data,
-        "importance": {"examples": 300, "normalize_per_layer": True},
+        "importance": {"examples": 300, "normalize": "auto"},
         "finetune": {"epochs": args.epochs, "lr": 1.0e-3, "batch_size": 32, "mixed_precision": "auto",
                      "recovery_epochs": 0},
         "strategies": STRATEGIES, "k": K, "per_layer": False,

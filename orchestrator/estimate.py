@@ -139,6 +139,15 @@ class Work:
     forward: float        # examples through a forward pass only
 
 
+def importance_work(method: str, n_imp: int, heads_total: int) -> Work:
+    """One scoring of ``method`` on ``n_imp`` examples."""
+    if method == "ablation":             # one masked forward pass per head
+        return Work(0.0, float(n_imp * heads_total))
+    if method == "entropy":              # attention entropy: a forward pass
+        return Work(0.0, float(n_imp))
+    return Work(float(n_imp), 0.0)       # gradient (and unknown): a forward and a backward pass
+
+
 def finetune_work(ft, size: dict, heads_total: int) -> Work:
     n_imp = ft.importance.examples
     n_train = max(size["train"] - n_imp, 0)
@@ -149,22 +158,36 @@ def finetune_work(ft, size: dict, heads_total: int) -> Work:
     methods = (methods,) if isinstance(methods, str) else tuple(methods)
     train, forward = ft.train.epochs * n_train, float(n_eval)
     for m in methods:
-        if m == "ablation":          # one masked forward pass per head
-            forward += n_imp * heads_total
-        elif m == "entropy":         # attention entropy: a forward pass
-            forward += n_imp
-        else:                        # gradient (and unknown): a forward and a backward pass
-            train += n_imp
+        w = importance_work(m, n_imp, heads_total)
+        train, forward = train + w.train, forward + w.forward
     return Work(train, forward)
 
 
-def prune_work(spec, size: dict) -> Work:
+def prune_work(spec, size: dict, heads=None) -> Work:
+    """A stage-B trial: each row's recovery and evaluation; ``layer-single-head`` has a row per
+    layer (keep: best first evaluates every head as its layer's survivor), ``each-head`` one
+    evaluation per head, ``iterative`` a row per step and a re-scoring between steps. ``heads``
+    (the model's Heads; None: counted as one row) sizes them."""
+    from headsweep.trials.strategies import iterative_targets, step_count
     ft = spec.finetune
     n_train = max(size["train"] - ft.importance.examples, 0)
     if ft.data.train_limit:
         n_train = min(n_train, ft.data.train_limit)
-    n_eval = min(size["eval"], ft.data.eval_limit or size["eval"])
-    return Work(spec.recovery_epochs * n_train, float(n_eval))
+    n_eval = float(min(size["eval"], ft.data.eval_limit or size["eval"]))
+    rows, forward, train = 1, 0.0, 0.0
+    if heads is not None:
+        total = heads.n_layers * heads.n_heads
+        if spec.strategy == "layer-single-head":
+            rows = heads.n_layers
+            if spec.keep == "best":
+                forward += n_eval * total
+        elif spec.strategy == "each-head":
+            rows, forward = 0, n_eval * total
+        elif spec.strategy == "iterative":
+            rows = len(iterative_targets(total, step_count(spec.iterative_step, total), spec.k_grid))
+            w = importance_work(spec.importance_method, ft.importance.examples, total)
+            train, forward = w.train * (rows - 1), w.forward * (rows - 1)
+    return Work(train + spec.recovery_epochs * n_train * rows, forward + n_eval * rows)
 
 
 def trial_seconds(work: Work, device: dict, exps: float, size: dict, max_length: int, share: float,
@@ -300,8 +323,8 @@ def _estimate(pl: Plan, table: dict, w: Workers, need: dict, need_b: dict) -> li
         label = s.finetune.model.label
         dev, exps = rate[label, "B"]
         r = need_b[s.key]
-        secs = trial_seconds(prune_work(s, size), dev, exps, size, ml, min(1.0, r.gpu) if r.gpu else 1.0,
-                             overhead)
+        secs = trial_seconds(prune_work(s, size, pl.heads.get(label)), dev, exps, size, ml,
+                             min(1.0, r.gpu) if r.gpu else 1.0, overhead)
         b_trials.append((s.finetune.key, secs, r))
         per[label][1].append(secs)
     sched = simulate(a_trials, b_trials, w)

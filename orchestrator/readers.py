@@ -129,8 +129,9 @@ def string(key, v, p, choices=None):
     return v
 
 
-def names(key, v, p) -> tuple[str, ...] | None:
-    """One name or a list of distinct names, as a tuple (an empty list is an empty tuple)."""
+def names(key, v, p, choices=None) -> tuple[str, ...] | None:
+    """One name or a list of distinct names, as a tuple (an empty list is an empty tuple);
+    each one of ``choices`` if given."""
     values = [v] if isinstance(v, str) else v
     if not isinstance(values, list):
         p.add(key, v, "must be a name or a list of names")
@@ -140,6 +141,9 @@ def names(key, v, p) -> tuple[str, ...] | None:
         k = f"{key}[{i}]" if isinstance(v, list) else key
         if not isinstance(x, str) or not x.strip():
             p.add(k, x, "must be a non-empty string")
+            return None
+        if choices and x not in choices:
+            p.add(k, x, f"must be one of {', '.join(choices)}")
             return None
         if x in out:
             p.add(k, x, "listed twice")
@@ -168,7 +172,7 @@ def read_fields(cls, section: dict, where: str, p: Problems, extra: tuple = ()) 
         elif kind == "bool":
             v = boolean(key, v, p)
         elif kind == "names":
-            v = names(key, v, p)
+            v = names(key, v, p, choices=rule.get("choices"))
         elif v is None and rule.get("allow_none"):
             v = None
         else:

@@ -63,7 +63,8 @@ def write_importance(store: Store, rows: list[dict] | None = None) -> pd.DataFra
             imp = pd.read_parquet(io.BytesIO(store.read_bytes(rel)))
             parts.append(imp.assign(model=r["model"], seed=r["seed"]))
     cols = IMPORTANCE_COLUMNS
-    df = (pd.concat(parts)[cols].sort_values(cols[:4]).reset_index(drop=True) if parts
+    order = ["model", "seed", "method", "layer", "head"]
+    df = (pd.concat(parts)[cols].sort_values(order).reset_index(drop=True) if parts
           else pd.DataFrame(columns=cols))
     store.write_bytes(layout.IMPORTANCE, _parquet_bytes(df))
     return df

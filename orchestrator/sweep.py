@@ -15,8 +15,8 @@ from headsweep.orchestrator.readers import Problems, boolean, number, read_field
 from headsweep.trials.errors import UserError
 from headsweep.trials.metrics import METRICS, REGRESSION
 from headsweep.trials.schema import CLASSIC_STRATEGIES, REMOVAL_STRATEGIES
-from headsweep.trials.spec import (SINGLE_HEAD_INITS, DataSpec, ImportanceSpec, IterativeSpec, ModelSpec, TrainSpec,
-                         default_label)
+from headsweep.trials.spec import (NORMALIZE, SINGLE_HEAD_INITS, DataSpec, ImportanceSpec, IterativeSpec,
+                                   LayerSingleHeadSpec, ModelSpec, TrainSpec, default_label)
 from headsweep.trials.strategies import STRATEGIES, k_problem
 from headsweep.trials.tasks import task_for
 
@@ -24,7 +24,8 @@ MODEL_KEYS = ("name", "label", "tokenizer", "trust_remote_code")
 RESOURCE_STAGES = ("finetune", "prune")
 TOP_KEYS = ("name", "models", "data", "importance", "finetune", "strategies", "k", "per_layer",
             "seeds", "single_head_arch", "resources", "storage", "max_failures", "trust_remote_code",
-            "tracking", "metric", "random_draws", "iterative", "measure_speed", "save_pruned")
+            "tracking", "metric", "random_draws", "iterative", "layer_single_head", "measure_speed",
+            "save_pruned")
 TRACKERS = ("mlflow", "tensorboard", "wandb")
 STORAGE_SCHEMES = ("s3", "gs", "gcs", "file", "hdfs")
 UNSUPPORTED_SCHEME = "unsupported scheme; use a local path, s3://, gs:// or file://"
@@ -86,6 +87,7 @@ class Sweep:
     metric: str = "accuracy"              # the primary metric (trials.metrics.METRICS)
     random_draws: int = 5                 # random-K masks per (checkpoint, K)
     iterative: IterativeSpec = IterativeSpec()
+    layer_single_head: LayerSingleHeadSpec = LayerSingleHeadSpec()
     measure_speed: bool = False           # latency ratio of the physically pruned model per stage-B row
     save_pruned: bool = False             # stage-B pruned models saved as HF checkpoints
 
@@ -113,6 +115,7 @@ class Sweep:
             "metric": self.metric,
             "random_draws": self.random_draws,
             "iterative": dataclasses.asdict(self.iterative),
+            "layer_single_head": {"keep": _scalar_or_list(self.layer_single_head.keep)},
             "measure_speed": self.measure_speed,
             "save_pruned": self.save_pruned,
             **({"tracking": self.tracking.to_yaml_dict()} if self.tracking.to_yaml_dict() else {}),
@@ -348,6 +351,17 @@ def _tracking(raw, p) -> TrackingSpec:
     return TrackingSpec(mlflow=mlflow, tensorboard=bool(tensorboard), wandb=wandb)
 
 
+def _importance_section(raw, p: Problems) -> dict:
+    """The importance section; the key it replaced (``normalize_per_layer``) is one clear line."""
+    sec = section(raw, "importance", p)
+    if "normalize_per_layer" in sec:
+        p.add("importance.normalize_per_layer", sec["normalize_per_layer"],
+              f"replaced by importance.normalize: {' | '.join(NORMALIZE)} (auto: each method's own, "
+              "gradient layer_l2, ablation and entropy none)")
+        sec = {k: v for k, v in sec.items() if k != "normalize_per_layer"}
+    return sec
+
+
 def parse(raw: Any, p: Problems) -> Sweep | None:
     """Structure and types only (no file system, no network). ``None`` if any problem."""
     if not isinstance(raw, dict):
@@ -362,7 +376,7 @@ def parse(raw: Any, p: Problems) -> Sweep | None:
     models = _models(raw, p, bool(trust), suggested)
     data, task_metric = _data(raw, p)
     metric, data = _metric(raw, p, data, task_metric)
-    importance = ImportanceSpec(**read_fields(ImportanceSpec, section(raw, "importance", p), "importance", p))
+    importance = ImportanceSpec(**read_fields(ImportanceSpec, _importance_section(raw, p), "importance", p))
     if not importance.method:
         p.add("importance.method", [], "must name at least one importance method")
     ft_sec = section(raw, "finetune", p)
@@ -381,6 +395,10 @@ def parse(raw: Any, p: Problems) -> Sweep | None:
     tracking = _tracking(raw, p)
     random_draws = number("random_draws", raw.get("random_draws", DEFAULT.random_draws), p, integer=True, lo=1)
     iterative = IterativeSpec(**read_fields(IterativeSpec, section(raw, "iterative", p), "iterative", p))
+    lsh = LayerSingleHeadSpec(**read_fields(LayerSingleHeadSpec, section(raw, "layer_single_head", p),
+                                            "layer_single_head", p))
+    if not lsh.keep:
+        p.add("layer_single_head.keep", [], "must name at least one of ranked, best")
     measure_speed = boolean("measure_speed", raw.get("measure_speed", DEFAULT.measure_speed), p)
     save_pruned = boolean("save_pruned", raw.get("save_pruned", DEFAULT.save_pruned), p)
     if p:
@@ -389,6 +407,6 @@ def parse(raw: Any, p: Problems) -> Sweep | None:
                  recovery_epochs=recovery, strategies=strategies, k=ks, per_layer=bool(per_layer),
                  seeds=seeds, single_head_arch=sha, resources=resources, storage=storage,
                  max_failures=max_failures, trust_remote_code=bool(trust), tracking=tracking,
-                 metric=metric, random_draws=random_draws, iterative=iterative,
+                 metric=metric, random_draws=random_draws, iterative=iterative, layer_single_head=lsh,
                  measure_speed=bool(measure_speed), save_pruned=bool(save_pruned))
 

@@ -17,7 +17,9 @@ Three facts make it cheaper than 72 masked passes, exactly:
 A 6 x 12 model then costs 1 + 6 (chunked) passes per batch, each over fewer layers, instead of 72
 full passes; bench/ablation.py measures the ratio and counts the work no exact method can skip.
 
-Registered as ``ablation`` in ``trials.importance.IMPORTANCE_METHODS``.
+Registered as ``ablation`` in ``trials.importance.IMPORTANCE_METHODS``. ``layer_mask_passes``,
+the same passes for any masks that touch one layer each, also evaluates every head's own removal
+and every layer's best survivor on the evaluation split (trials/head_eval.py).
 """
 from __future__ import annotations
 
@@ -44,31 +46,24 @@ def ablation_importance(model: nn.Module, batches: Iterable[dict],
     layout = head_layout(model)
     if getattr(model, "headsweep_present_heads", None):
         raise ValueError("ablation_importance needs the unpruned model (mask heads instead of pruning them)")
-    n_layers, n_heads = layout.n_layers, layout.n_heads
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    masked_sum = torch.zeros(n_layers, n_heads, dtype=torch.float64)
+    masked_sum = torch.zeros(layout.n_layers, layout.n_heads, dtype=torch.float64)
     base_sum, n = 0.0, 0
     try:
         for batch in batches:
             batch = {k: v.to(device) for k, v in batch.items() if torch.is_tensor(v)}
-            inputs, labels = model_inputs(batch), batch["labels"]
-            b, seq = labels.shape[0], batch["input_ids"].shape[1]
-            with _pooled_rows_only(model, batch["input_ids"]):
-                with _keep_layer_outputs(model) as kept:
-                    base = task_loss(model(**inputs).logits, labels, reduction="sum")
-                base_sum += float(base)
-                n += b
-                per_pass = max(1, tokens_per_pass // (b * seq))      # masks per forward pass
-                for layer in range(n_layers):
-                    for start in range(0, n_heads, per_pass):
-                        heads = list(range(start, min(start + per_pass, n_heads)))
-                        m = len(heads)
-                        with _replay(model, kept, layer), _fan_out(model, layer, heads, b, n_heads):
-                            logits = model(**repeat_batch(inputs, m)).logits
-                        losses = task_loss(logits, labels.repeat(m), reduction="none").view(m, b)
-                        masked_sum[layer, start:start + m] += losses.double().sum(1).cpu()
+            labels = batch["labels"]
+            b = labels.shape[0]
+
+            def add(layer, start, logits):                       # logits [masks, batch, out]
+                m = logits.shape[0]
+                losses = task_loss(logits.reshape(m * b, -1), labels.repeat(m), reduction="none").view(m, b)
+                masked_sum[layer, start:start + m] += losses.double().sum(1).cpu()
+            base = layer_mask_passes(model, batch, one_head_masked(layout, device), add, tokens_per_pass)
+            base_sum += float(task_loss(base, labels, reduction="sum"))
+            n += b
     finally:
         model.train(was_training)
     if n == 0:
@@ -76,7 +71,39 @@ def ablation_importance(model: nn.Module, batches: Iterable[dict],
     return ((masked_sum - base_sum) / n).float()
 
 
+def one_head_masked(layout, device=None) -> dict[int, torch.Tensor]:
+    """Per layer, its single-head masks as gate rows: row h masks head h alone. [heads, heads]."""
+    eye = torch.eye(layout.n_heads, device=device)
+    return {layer: 1.0 - eye for layer in range(layout.n_layers)}
+
+
+def layer_mask_passes(model: nn.Module, batch: dict, layer_gates: dict[int, torch.Tensor], visit,
+                      tokens_per_pass: int = TOKENS_PER_PASS) -> torch.Tensor:
+    """Evaluate one batch under many masks that each gate the heads of one layer: ``layer_gates``
+    maps a layer to its masks as gate rows ``[masks, heads]`` (1 keeps a head, 0 removes it; every
+    other layer intact). Returns the unmasked logits [batch, out] and calls ``visit(layer, start,
+    logits)`` with the logits [masks, batch, out] of rows ``start..start+masks`` of the layer's
+    gates, as many masks per forward pass as ``tokens_per_pass`` allows. Only the logits are exact
+    (the classifier's row; see ``_pooled_rows_only``). Runs under the caller's grad mode and
+    autocast; every hook is removed on return."""
+    inputs, input_ids = model_inputs(batch), batch["input_ids"]
+    b, seq = input_ids.shape
+    with _pooled_rows_only(model, input_ids):
+        with _keep_layer_outputs(model) as kept:
+            base = model(**inputs).logits
+        per_pass = max(1, tokens_per_pass // (b * seq))          # masks per forward pass
+        for layer, gates in layer_gates.items():
+            for start in range(0, gates.shape[0], per_pass):
+                g = gates[start:start + per_pass]
+                m = g.shape[0]
+                with _replay(model, kept, layer), _fan_out(model, layer, g, b):
+                    logits = model(**repeat_batch(inputs, m)).logits
+                visit(layer, start, logits.view(m, b, -1))
+    return base
+
+
 ablation_importance.sign = 1
+ablation_importance.normalization = "none"    # loss increases are on one scale in every layer
 
 
 def flop_ceiling(n_layers: int, n_heads: int, dim: int, ffn: int, seq: int) -> float:
@@ -164,21 +191,19 @@ def _replay(model: nn.Module, kept: dict, below: int):
 
 
 @contextlib.contextmanager
-def _fan_out(model: nn.Module, layer: int, heads: list[int], b: int, n_heads: int):
-    """Inside the block, the model runs on the batch repeated once per head in ``heads``
-    (mask-major, as ``repeat_batch``) and layer ``layer`` masks head ``heads[j]`` in copy j, but
-    computes its attention over the ``b`` original rows only: the copies fan out at the output
-    projection's input, the one place where they differ.
+def _fan_out(model: nn.Module, layer: int, gates: torch.Tensor, b: int):
+    """Inside the block, the model runs on the batch repeated once per row of ``gates`` ([masks,
+    heads], mask-major, as ``repeat_batch``) and layer ``layer`` multiplies its heads by row j in
+    copy j, but computes its attention over the ``b`` original rows only: the copies fan out at
+    the output projection's input, the one place where they differ.
 
     The projection's output comes back as [masks, batch, seq, width], so the layer's residual
     additions broadcast its unrepeated input over the masks; the layer's output is flattened to
     [masks * batch, seq, width] for the layers above."""
     ad = adapter_for(model)
     block, proj = ad.layers(model)[layer], ad.out_proj(model, layer)
-    m = len(heads)
-    g = torch.ones(m, n_heads, device=next(model.parameters()).device)
-    g[torch.arange(m), heads] = 0.0
-    g = g.view(m, 1, 1, n_heads, 1)                                  # [masks, 1, 1, heads, 1]
+    m, n_heads = gates.shape
+    g = gates.view(m, 1, 1, n_heads, 1)                              # [masks, 1, 1, heads, 1]
 
     def first_rows(v):   # the batch's first copy of a repeated tensor (copies are identical)
         return v[:b] if torch.is_tensor(v) and v.dim() >= 2 and v.shape[0] == m * b else v

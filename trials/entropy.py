@@ -51,6 +51,7 @@ def attention_entropy(model: nn.Module, batches: Iterable[dict]) -> torch.Tensor
 
 
 attention_entropy.sign = -1
+attention_entropy.normalization = "none"    # its differences between layers are what it measures
 
 
 @contextlib.contextmanager

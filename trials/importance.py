@@ -7,11 +7,22 @@
 - ``ablation`` (trials/ablation.py): the loss increase when head h alone is masked.
 - ``entropy`` (trials/entropy.py): the mean attention entropy of head h.
 
-A method's ``sign`` says which way its raw score points: +1 when a higher score means a more
-important head (gradient, ablation), -1 when lower does (entropy: a focused, low-entropy head is
-taken as the important one). ``ranking_scores`` applies it, so every strategy can rank by
-"higher = more important" whatever the method. Active masks (``trials.masked``) stay in force:
-the iterative strategy re-scores the masked model this way.
+Each entry carries two properties:
+
+- ``sign``: which way its raw score points, +1 when a higher score means a more important head
+  (gradient, ablation), -1 when lower does (entropy: a focused, low-entropy head is taken as the
+  important one);
+- ``normalization``: its canonical form for ranking (``NORMALIZATIONS``). ``gradient``:
+  ``layer_l2``, each layer's scores divided by their L2 norm, as Michel et al. do (gradient
+  magnitudes differ in scale between layers). ``ablation`` and ``entropy``: ``none``: leave-one-out
+  loss increases are already on one scale in every layer, and the between-layer differences of
+  entropy are what it measures; normalising either per layer would rank a head that costs 30x
+  more than another below it (tests/trials/test_importance.py has the toy case).
+
+``ranking_scores`` applies both (``importance.normalize: auto`` = the method's own form; ``none``
+or ``layer_l2`` override it for every method), so every strategy ranks by "higher = more
+important" whatever the method. Active masks (``trials.masked``) stay in force: the iterative
+strategy re-scores the masked model this way.
 """
 from __future__ import annotations
 
@@ -62,6 +73,7 @@ def head_importance(model: nn.Module, batches: Iterable[dict]) -> torch.Tensor:
 
 
 head_importance.sign = 1
+head_importance.normalization = "layer_l2"
 
 
 def sign(method: str) -> int:
@@ -69,16 +81,30 @@ def sign(method: str) -> int:
     return getattr(IMPORTANCE_METHODS.lookup(method, "importance.method"), "sign", 1)
 
 
-def ranking_scores(raw: torch.Tensor, method: str, normalize: bool = True) -> torch.Tensor:
-    """What strategies rank by (higher = more important): the raw scores of ``method``, L2-normalised
-    per layer if ``normalize``, times the method's sign."""
-    return (normalize_per_layer(raw) if normalize else raw) * sign(method)
+def normalization(method: str, normalize: str = "auto") -> str:
+    """The normalisation ``method`` is ranked in: its own (``auto``), or the override."""
+    if normalize != "auto":
+        NORMALIZATIONS.lookup(normalize, "importance.normalize")
+        return normalize
+    return getattr(IMPORTANCE_METHODS.lookup(method, "importance.method"), "normalization", "none")
+
+
+def ranking_scores(raw: torch.Tensor, method: str, normalize: str = "auto") -> torch.Tensor:
+    """What strategies rank by (higher = more important): the raw scores of ``method`` in its
+    normalisation (``normalization``), times the method's sign."""
+    return NORMALIZATIONS[normalization(method, normalize)](raw) * sign(method)
 
 
 def normalize_per_layer(scores: torch.Tensor, eps: float = 1e-20) -> torch.Tensor:
     """Divide each layer's scores by their L2 norm (Michel et al.'s per-layer normalisation)."""
     norm = scores.pow(2).sum(-1, keepdim=True).sqrt()
     return scores / norm.clamp_min(eps)
+
+
+# ``importance.normalize``: "auto" (each method's own) or one of these for every method.
+NORMALIZATIONS = Registry("normalization", key="importance.normalize")
+NORMALIZATIONS.add("none", lambda scores: scores)
+NORMALIZATIONS.add("layer_l2", normalize_per_layer)
 
 
 # The other methods live in their own modules (which do not import this one).

@@ -9,7 +9,7 @@ import pandas as pd
 import torch
 
 from headsweep.trials import atomic, layout, provenance
-from headsweep.trials.importance import ranking_scores, sign
+from headsweep.trials.importance import normalization, ranking_scores
 from headsweep.trials.schema import METRIC_COLUMNS, TRIAL_IMPORTANCE_COLUMNS, result_row
 from headsweep.trials.spec import PruneSpec, row_key, to_dict
 
@@ -45,34 +45,37 @@ def extra_evals_json(evals: dict[str, dict]) -> str:
                       sort_keys=True)
 
 
-def importance_frame(raw: torch.Tensor, method: str) -> pd.DataFrame:
+def importance_frame(raw: torch.Tensor, method: str, normalize: str = "auto") -> pd.DataFrame:
     """One trial's importance table (TRIAL_IMPORTANCE_COLUMNS) for one method: ``score_raw`` as
-    the method gives it, ``score`` per-layer L2-normalised and signed so that higher = more
+    the method gives it, ``score`` the ranking score, in the ``normalization`` the method is
+    ranked in (``importance.normalize``; auto: the method's own) and signed so that higher = more
     important for every method (entropy's scores are negative)."""
-    norm = ranking_scores(raw, method, normalize=True)
+    how = normalization(method, normalize)
+    score = ranking_scores(raw, method, how)
     n_layers, n_heads = raw.shape
     return pd.DataFrame({
-        "method": method,
+        "method": method, "normalization": how,
         "layer": [l for l in range(n_layers) for _ in range(n_heads)],
         "head": [h for _ in range(n_layers) for h in range(n_heads)],
-        "score": norm.reshape(-1).numpy(), "score_raw": raw.reshape(-1).numpy(),
+        "score": score.reshape(-1).numpy(), "score_raw": raw.reshape(-1).numpy(),
     })[TRIAL_IMPORTANCE_COLUMNS]
 
 
-def load_scores(checkpoint_dir: Path, normalized: bool, method: str | None = None) -> torch.Tensor:
+def load_scores(checkpoint_dir: Path, method: str | None = None, normalize: str = "auto") -> torch.Tensor:
     """[n_layers, n_heads] ranking scores (higher = more important) of ``method`` (default: the
-    only or first one) saved beside the checkpoint: ``score``, or ``score_raw`` times the
-    method's sign."""
+    only or first one) saved beside the checkpoint, in the normalisation ``normalize`` resolves
+    to for it: the saved ``score`` where it was saved in that form, else ``score_raw`` put in it."""
     imp = pd.read_parquet(Path(checkpoint_dir) / layout.CKPT_IMPORTANCE)
     method = method or (imp["method"].iloc[0] if "method" in imp.columns else "gradient")
     if "method" in imp.columns:
         imp = imp[imp["method"] == method]
         if imp.empty:
             raise ValueError(f"{checkpoint_dir} has no importance scores of method {method!r}")
-    col = "score" if normalized else "score_raw"
-    grid = imp.pivot(index="layer", columns="head", values=col).sort_index().sort_index(axis=1)
-    scores = torch.tensor(grid.to_numpy(dtype="float64", copy=True))  # [n_layers, n_heads]
-    return scores if normalized else scores * sign(method)
+    how = normalization(method, normalize)
+    saved = "normalization" in imp.columns and (imp["normalization"] == how).all()
+    grid = imp.pivot(index="layer", columns="head", values="score" if saved else "score_raw")
+    scores = torch.tensor(grid.sort_index().sort_index(axis=1).to_numpy(dtype="float64", copy=True))
+    return scores if saved else ranking_scores(scores, method, how)       # [n_layers, n_heads]
 
 
 def write_outputs(out_dir: Path, rows_and_predictions: list[tuple[dict, pd.DataFrame]]) -> list[dict]:

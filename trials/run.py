@@ -65,7 +65,7 @@ def run_finetune(spec: FinetuneSpec, out_dir: Path, progress: bool = False) -> l
         for method in spec.importance.method:
             raw = IMPORTANCE_METHODS[method](model, imp_batches) if len(task.importance) else torch.zeros(
                 heads.n_layers, heads.n_heads)
-            frames.append(importance_frame(raw, method))
+            frames.append(importance_frame(raw, method, spec.importance.normalize))
         imp_seconds = time.perf_counter() - t0
         mixed = acc.mixed_precision
     imp = pd.concat(frames, ignore_index=True)

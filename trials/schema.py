@@ -56,6 +56,7 @@ RESULT_COLUMNS: tuple[Column, ...] = (
                                    "method computed)", "gradient"),
     _c("draw", "int", "random-K draw index (random_draws masks per checkpoint and K); missing otherwise"),
     _c("layer", "int", "layer-single-head: the one layer reduced to its most important head"),
+    _c("head", "int", "each-head: the one head removed (with layer)"),
     _c("step", "int", "iterative: the pruning step that produced the row (1 = first)"),
     # what was measured besides the contract's metrics
     _c("metric", "str", "the sweep's primary metric (accuracy, f1, mcc, pearson, spearman)", "accuracy"),
@@ -115,8 +116,10 @@ def result_row(**values) -> dict:
 
 
 # ---------------------------------------------------------------------------- other tables
-IMPORTANCE_COLUMNS = ["model", "seed", "method", "layer", "head", "score", "score_raw"]
-TRIAL_IMPORTANCE_COLUMNS = ["method", "layer", "head", "score", "score_raw"]   # one trial's, before model/seed
+# score: the ranking score (higher = more important) in the method's `normalization` (none |
+# layer_l2: importance.normalize, auto = each method's own); score_raw: as the method gives it.
+IMPORTANCE_COLUMNS = ["model", "seed", "method", "normalization", "layer", "head", "score", "score_raw"]
+TRIAL_IMPORTANCE_COLUMNS = IMPORTANCE_COLUMNS[2:]   # one trial's, before model/seed
 PREDICTION_COLUMNS = ["example_id", "label", "pred", "correct", "prob"]
 
 STATS_COLUMNS = [
@@ -131,8 +134,11 @@ SUMMARY_COLUMNS = CONDITION + ["k_fraction", "metric", "eval_split", "extra_eval
 
 # ---------------------------------------------------------------------------- strategies
 # Reading order everywhere (tables, reports, figure legends); trials.strategies registers these.
-STRATEGY_ORDER = ("none", "top", "bottom", "random", "single-head", "layer-single-head", "iterative")
+STRATEGY_ORDER = ("none", "top", "bottom", "random", "single-head", "layer-single-head", "iterative", "each-head")
 REMOVAL_STRATEGIES = ("top", "bottom", "random")   # the ones that take K
+# importance_method of layer-single-head rows with layer_single_head.keep: best: each layer's
+# survivor is chosen on the evaluation set (Michel Table 2's oracle), not by an importance score.
+ORACLE = "oracle"
 CLASSIC_STRATEGIES = STRATEGY_ORDER[:5]            # a sweep file's default
 
 

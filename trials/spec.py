@@ -22,6 +22,9 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from headsweep.trials.errors import UserError
+from headsweep.trials.schema import ORACLE
+
 
 # Allowed values, used by the specs, the trials and the sweep-file validation alike.
 PRECISIONS = ("auto", "no", "fp16", "bf16")
@@ -29,6 +32,12 @@ PRECISIONS = ("auto", "no", "fp16", "bf16")
 # multi-head and the one-head model trained from scratch (docs/experiments.md).
 SINGLE_HEAD_INITS = ("pretrained", "random", "scratch")
 REGRESSION_METRICS = ("pearson", "spearman")   # num_labels 1, MSE loss
+# importance.normalize: "auto" = each method's canonical form (trials.importance: gradient
+# layer_l2, ablation and entropy none); "none" / "layer_l2" override it for every method.
+NORMALIZE = ("auto", "none", "layer_l2")
+# layer_single_head.keep: "ranked" keeps the importance-ranked head of the layer; "best" tries each
+# head as the layer's only survivor on the evaluation set and keeps the best (an oracle).
+KEEP_RULES = ("ranked", "best")
 
 
 def num(default, **rule):
@@ -44,10 +53,11 @@ def text(default, *, choices: tuple | None = None, allow_none: bool = False):
     return field(default=default, metadata={"kind": "str", "choices": choices, "allow_none": allow_none})
 
 
-def names(default: tuple[str, ...]):
+def names(default: tuple[str, ...], *, choices: tuple | None = None):
     """A key that takes one name or a list of names (``method: gradient`` or ``[gradient,
-    ablation]``); held as a tuple. Which names exist is checked against a registry."""
-    return field(default=default, metadata={"kind": "names"})
+    ablation]``); held as a tuple. Which names exist is checked against ``choices``, or (None)
+    against a registry."""
+    return field(default=default, metadata={"kind": "names", "choices": choices})
 
 
 def internal(default):
@@ -119,7 +129,7 @@ class TrainSpec:
 @dataclass(frozen=True)
 class ImportanceSpec:
     examples: int = num(2000, integer=True, lo=1)  # held-out training examples used for importance
-    normalize_per_layer: bool = flag(True)
+    normalize: str = text("auto", choices=NORMALIZE)   # the ranking score's normalisation (NORMALIZE)
     batch_size: int = num(32, integer=True, lo=1)
     # names in trials.importance.IMPORTANCE_METHODS; several = a grid factor on one fine-tune
     method: tuple[str, ...] = names(("gradient",))
@@ -129,6 +139,13 @@ class ImportanceSpec:
 class IterativeSpec:
     """``iterative: {step: 0.1}``: the fraction of all heads removed per step (strategy iterative)."""
     step: float = num(0.1, lo=0, lo_open=True, hi=1, hi_open=True)
+
+
+@dataclass(frozen=True)
+class LayerSingleHeadSpec:
+    """``layer_single_head: {keep: ranked | best | [ranked, best]}`` (strategy layer-single-head):
+    which head each layer keeps; several = one trial each on the same fine-tunes."""
+    keep: tuple[str, ...] = names(("ranked",), choices=KEEP_RULES)
 
 
 class _Keyed:
@@ -167,9 +184,20 @@ class PruneSpec(_Keyed):
     importance_method: str = "gradient"   # which of the stage-A methods ranks the heads
     draw: int | None = None               # random: the draw index (its own seed from (seed, draw))
     iterative_step: float | None = None   # iterative: fraction of all heads removed per step
+    k_grid: tuple[int, ...] = ()          # iterative: the sweep's K grid as head counts (rows at each)
+    keep: str = "ranked"                  # layer-single-head: KEEP_RULES ("best": importance_method oracle)
     measure_speed: bool = False           # latency of the physically pruned model vs the unpruned
     save_pruned: bool = False             # save the physically pruned model (HF format)
     stage: str = field(default="B", init=False)
+
+    def __post_init__(self):
+        if self.keep not in KEEP_RULES:
+            raise UserError("keep", self.keep, f"must be one of {', '.join(KEEP_RULES)}")
+        if (self.keep == "best") != (self.importance_method == ORACLE) and self.strategy == "layer-single-head":
+            raise UserError("importance_method", self.importance_method,
+                            f"layer-single-head is {ORACLE} exactly when keep is best (it ranks by the evaluation set)")
+        if self.strategy == "each-head" and self.recovery_epochs:
+            raise UserError("recovery_epochs", self.recovery_epochs, "each-head measures the fine-tuned model, so it must be 0")
 
     @property
     def seed(self) -> int:

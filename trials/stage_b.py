@@ -1,7 +1,9 @@
 """Stage B, one trial: rank heads, choose the removal set(s), evaluate each under its mask.
 
 Most strategies give one removal set (one results row). ``layer-single-head`` gives one per layer
-and ``iterative`` one per step (trials/iterative.py); their rows get their own ``trial_key``
+(``keep: best``: each layer's survivor chosen on the evaluation set, trials/head_eval.py),
+``iterative`` one per step (trials/iterative.py) and ``each-head`` one per head (evaluated many
+masks per pass, trials/head_eval.py); their rows get their own ``trial_key``
 (``trials.spec.row_key``) and share ``spec_key``. ``random`` draws its set from (seed, draw).
 
 Every row carries the parameter counts of its set after physical pruning (trials/efficiency.py);
@@ -23,6 +25,7 @@ from headsweep.trials.data import Encoded, eval_loader, load_task
 from headsweep.trials.efficiency import SPEED_BATCHES, efficiency, pruned_copy, speedup
 from headsweep.trials.gates import masked
 from headsweep.trials.rows import extra_evals_json, load_scores, make_row
+from headsweep.trials.schema import ORACLE
 from headsweep.trials.spec import PruneSpec, row_key
 from headsweep.trials.strategies import choose_heads, layer_sets
 from headsweep.trials.tokenizers import uses_token_types
@@ -101,8 +104,11 @@ def run(trial: Trial, scores) -> list[tuple[dict, pd.DataFrame]]:
     spec = trial.spec
     if spec.strategy == "iterative":
         return _iterative(trial, scores)
+    if spec.strategy == "each-head":
+        return _each_head(trial)
     if spec.strategy == "layer-single-head":
-        sets = [(f"layer{layer}", removed, {"layer": layer}) for layer, removed in enumerate(layer_sets(scores))]
+        removal = layer_sets(scores) if spec.keep == "ranked" else _oracle_sets(trial)
+        sets = [(f"layer{layer}", removed, {"layer": layer}) for layer, removed in enumerate(removal)]
     else:
         removed = choose_heads(spec.strategy, scores, spec.k, per_layer=spec.per_layer,
                                seed=spec.finetune.seed, draw=spec.draw)
@@ -128,13 +134,47 @@ def _iterative(trial: Trial, scores) -> list[tuple[dict, pd.DataFrame]]:
 
     out = []
     for s, removed in steps(model, scores, spec.iterative_step, spec.importance_method,
-                            trial.importance_batches, spec.finetune.importance.normalize_per_layer,
-                            recover if spec.recovery_epochs else None):
+                            trial.importance_batches, spec.finetune.importance.normalize,
+                            recover if spec.recovery_epochs else None, spec.k_grid):
         row, preds = trial.row(model, removed, {"step": s, **stats}, f"step{s}")
         row["k_requested"] = str(len(removed))
         out.append((row, preds))
     return out
 
 
+def _oracle_sets(trial: Trial) -> list[list[Head]]:
+    """``keep: best``: per layer, every head but the one that scores best (the trial's primary
+    metric, then loss) as the layer's only survivor on the evaluation split."""
+    from headsweep.trials.head_eval import best_survivors, only_survivor
+    scored = only_survivor(trial.model, trial.eval_sets[""], trial.tok.pad_token_id, trial.acc,
+                           trial.ft.train.eval_batch_size)
+    keep = best_survivors(scored, trial.ft.metric)
+    n_heads = trial.heads.n_heads
+    return [[(layer, h) for h in range(n_heads) if h != keep[layer]] for layer in range(trial.heads.n_layers)]
+
+
+def _each_head(trial: Trial) -> list[tuple[dict, pd.DataFrame]]:
+    """A row per head, that head alone masked, every evaluation split batched many masks per pass.
+    No recovery (the grid gives each-head none) and no speed or saved model per head: one head's
+    removal is a measurement of the head, not a model to deploy."""
+    from headsweep.trials.head_eval import each_head
+    spec = trial.spec
+    evals = {split: each_head(trial.model, enc, trial.tok.pad_token_id, trial.acc, trial.ft.train.eval_batch_size)
+             for split, enc in trial.eval_sets.items()}
+    out = []
+    for (layer, head), (metrics, preds) in sorted(evals[""].items()):
+        removed = [(layer, head)]
+        others = {split: ev[layer, head][0] for split, ev in evals.items() if split}
+        cols = {"layer": layer, "head": head, **efficiency(trial.model, removed),
+                "extra_evals": extra_evals_json(others), "importance_method": spec.importance_method,
+                "mixed_precision": trial.acc.mixed_precision}
+        out.append((make_row(spec, trial.heads, removed, metrics, cols, f"head{layer}.{head}"), preds))
+    return out
+
+
 def ranking(spec: PruneSpec, checkpoint_dir: Path):
-    return load_scores(checkpoint_dir, spec.finetune.importance.normalize_per_layer, spec.importance_method)
+    """The stage-A ranking scores of the trial's method in its normalisation (None: the trial
+    ranks by the evaluation set, ``importance_method`` oracle)."""
+    if spec.importance_method == ORACLE:
+        return None
+    return load_scores(checkpoint_dir, spec.importance_method, spec.finetune.importance.normalize)

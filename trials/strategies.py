@@ -1,12 +1,16 @@
 """Head-removal strategies: which (layer, head) pairs to remove, given importance scores.
 
 K always counts heads removed; ``resolve_k`` turns an integer or a fraction into a count, of all
-heads (global) or of each layer's heads (``per_layer``). Ties are broken by (layer, head) order,
-so every strategy is deterministic; ``random`` depends only on the seed (and the draw).
+heads (global) or of each layer's heads (``per_layer``). Ties are broken by (layer, head) order in
+opposite directions: the most important first takes the lower (layer, head), the least important
+first (bottom, iterative) the higher, so under ties top-K and bottom-K do not overlap while
+2K <= heads. Every strategy is deterministic; ``random`` depends only on the seed (and the draw).
 
-Two strategies yield several removal sets, one results row each: ``layer-single-head`` (one set
-per layer: ``layer_sets``) and ``iterative`` (one per step, re-scored in between:
-trials/iterative.py, which calls ``remove_least`` at every step). ``MULTI_ROW`` names them.
+Three strategies yield several removal sets, one results row each: ``layer-single-head`` (one set
+per layer: ``layer_sets``; ``keep: best`` picks each layer's survivor on the evaluation set in
+trials/head_eval.py), ``iterative`` (one per step, re-scored in between: trials/iterative.py,
+which calls ``remove_least`` at every step) and ``each-head`` (every head alone: ``each_head_sets``,
+evaluated many masks per pass by trials/head_eval.py). ``MULTI_ROW`` names them.
 """
 from __future__ import annotations
 
@@ -20,7 +24,7 @@ from headsweep.trials.schema import REMOVAL_STRATEGIES
 
 Head = tuple[int, int]
 STRATEGIES = Registry("strategy", key="strategies")
-MULTI_ROW = ("layer-single-head", "iterative")
+MULTI_ROW = ("layer-single-head", "iterative", "each-head")
 
 
 def k_problem(k) -> str | None:
@@ -55,10 +59,12 @@ def resolve_k(k, n_layers: int, n_heads: int, per_layer: bool = False) -> int:
 
 
 def _order(scores: np.ndarray, descending: bool) -> np.ndarray:
-    """Flat indices sorted by score, ties by flat (layer-major) index: stable and deterministic."""
+    """Flat indices sorted by score; ties by flat (layer-major) index, lower first when the most
+    important come first, higher first when the least important do (so top and bottom split a
+    tie between them instead of both taking its first heads)."""
     flat = scores.reshape(-1)
-    key = -flat if descending else flat
-    return np.lexsort((np.arange(flat.size), key))
+    index = np.arange(flat.size)
+    return np.lexsort((index, -flat)) if descending else np.lexsort((-index, flat))
 
 
 def _pick(scores: np.ndarray, k: int, per_layer: bool, descending: bool) -> list[Head]:
@@ -127,7 +133,7 @@ def layer_sets(scores, k=None, per_layer=False, seed=0) -> list[list[Head]]:
 @STRATEGIES.register("iterative")
 def remove_least(scores, k, per_layer=False, seed=0, removed=()) -> list[Head]:
     """One iterative step: ``removed`` plus the ``k`` least important heads not yet removed
-    (ties by (layer, head)). trials/iterative.py re-scores between steps."""
+    (ties: the higher (layer, head) first, as bottom). trials/iterative.py re-scores between steps."""
     scores = _array(scores)
     n_heads = scores.shape[1]
     gone = {tuple(h) for h in removed}
@@ -136,9 +142,29 @@ def remove_least(scores, k, per_layer=False, seed=0, removed=()) -> list[Head]:
     return sorted(gone | set(fresh))
 
 
+@STRATEGIES.register("each-head")
+def each_head_sets(scores, k=None, per_layer=False, seed=0) -> list[list[Head]]:
+    """One removal set per head, that head alone (Michel et al. Table 1), layer-major order."""
+    n_layers, n_heads = _array(scores).shape
+    return [[(layer, h)] for layer in range(n_layers) for h in range(n_heads)]
+
+
 def step_count(step: float, total: int) -> int:
     """Heads one iterative step removes: ``step`` of all heads, rounded half up, at least one."""
     return max(1, math.floor(step * total + 0.5))
+
+
+def iterative_targets(total: int, per_step: int, grid=()) -> list[int]:
+    """Heads removed after each iterative step: from 0, ``per_step`` more at a time, but never
+    past the next grid count (a step that would pass it stops at it), until ``total``. So every
+    grid K (head counts) gets a row, and no step removes more than ``per_step``."""
+    stops = sorted({int(k) for k in grid if 0 < k < total}) + [total]
+    out, done = [], 0
+    for stop in stops:
+        while done < stop:
+            done = min(done + per_step, stop)
+            out.append(done)
+    return out
 
 
 def _array(scores) -> np.ndarray:
@@ -151,8 +177,8 @@ def choose_heads(strategy: str, scores, k=0, *, per_layer: bool = False, seed: i
     more important. For ``iterative`` this is its first step (K heads); ``layer-single-head``
     yields one set per layer (``layer_sets``)."""
     choose = STRATEGIES.lookup(strategy, "strategy")
-    if strategy == "layer-single-head":
-        raise ValueError("layer-single-head yields one removal set per layer: use layer_sets")
+    if strategy in ("layer-single-head", "each-head"):
+        raise ValueError(f"{strategy} yields several removal sets: use layer_sets / each_head_sets")
     scores = _array(scores)
     n_layers, n_heads = scores.shape
     counted = strategy in REMOVAL_STRATEGIES or strategy == "iterative"

@@ -150,7 +150,14 @@ def evaluate(model, data: Encoded, pad_id: int, accelerator, batch_size: int = 1
             logits = model(**model_inputs(batch)).logits.float()         # [batch, labels]
         logits, labels, ids = accelerator.gather_for_metrics((logits, batch["labels"], batch["example_id"]))
         logits_all.append(logits.cpu()), labels_all.append(labels.cpu()), ids_all.append(ids.cpu())
-    logits, labels, ids = torch.cat(logits_all), torch.cat(labels_all), torch.cat(ids_all)
+    metrics, preds = summarize(torch.cat(logits_all), torch.cat(labels_all), torch.cat(ids_all))
+    return {**metrics, "eval_seconds": time.perf_counter() - t0}, preds
+
+
+def summarize(logits: torch.Tensor, labels: torch.Tensor, ids: torch.Tensor) -> tuple[dict, pd.DataFrame]:
+    """Metrics (every applicable one, mean loss, n_eval) and per-example predictions (in
+    example_id order) of one evaluation's logits [examples, out] on the CPU. Regression (one
+    output): ``pred`` is the predicted value and ``correct`` / ``prob`` are missing."""
     n_out = logits.shape[-1]
     if n_out == 1:                                   # regression
         pred = logits[:, 0]
@@ -169,7 +176,6 @@ def evaluate(model, data: Encoded, pad_id: int, accelerator, batch_size: int = 1
         **compute(preds["label"].to_numpy(), preds["pred"].to_numpy(), n_out),
         "loss": float(task_loss(logits, labels)),
         "n_eval": int(len(preds)),
-        "eval_seconds": time.perf_counter() - t0,
     }
     return metrics, preds
 

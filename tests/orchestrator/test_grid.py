@@ -107,3 +107,45 @@ def test_single_head_arch_variants_get_stage_a_only(init):
     assert {s.finetune.model.variant for s in b} == {"tiny"}            # stage B on the base only
     assert len(b) == 2
     assert len({ft.key for ft in a}) == len(a)
+
+
+def test_each_head_is_one_trial_per_checkpoint_without_recovery():
+    sweep = sweep_of(strategies=["each-head", "top"], k=[2], finetune={"recovery_epochs": [0, 1]},
+                     importance={"method": ["gradient", "ablation"]}, measure_speed=True, save_pruned=True)
+    each = [s for s in grid.stage_b(sweep, HEADS) if s.strategy == "each-head"]
+    assert len(each) == 2                                              # one per seed, recovery 0 only
+    assert {s.seed for s in each} == {0, 1}
+    # ranks nothing: once, labelled with the first method; k 1 (each row removes one head)
+    assert all(s.recovery_epochs == 0 and s.importance_method == "gradient" and s.k == 1 for s in each)
+    assert not any(s.measure_speed or s.save_pruned for s in each)
+    assert len({grid.trial_name(s) for s in grid.stage_b(sweep, HEADS)}) == len(grid.stage_b(sweep, HEADS))
+
+
+@pytest.mark.parametrize("keep, want", [
+    (None, [("gradient", "ranked"), ("ablation", "ranked")]),
+    ("best", [("oracle", "best")]),
+    (["ranked", "best"], [("gradient", "ranked"), ("ablation", "ranked"), ("oracle", "best")]),
+])
+def test_layer_single_head_keep_rules(keep, want):
+    extra = {} if keep is None else {"layer_single_head": {"keep": keep}}
+    sweep = sweep_of(strategies=["layer-single-head"], importance={"method": ["gradient", "ablation"]}, **extra)
+    specs = [s for s in grid.stage_b(sweep, HEADS) if s.seed == 0]
+    assert [(s.importance_method, s.keep) for s in specs] == want
+    names = [grid.trial_name(s) for s in specs]
+    assert len(set(names)) == len(names)
+    assert all("-oracle-" in n for n, s in zip(names, specs) if s.keep == "best")
+
+
+def test_iterative_carries_the_k_grid_as_head_counts():
+    heads = {"tiny": Heads("bert", 6, 12)}                              # 72 heads
+    sweep = sweep_of(strategies=["iterative", "bottom"], k=[0.1, 0.2, 0.3, 0.4, 0.5, 7])
+    (it,) = [s for s in grid.stage_b(sweep, heads) if s.strategy == "iterative" and s.seed == 0]
+    assert it.k_grid == (7, 14, 22, 29, 36)                            # 7 heads and 10% are one K
+    bottom = [s for s in grid.stage_b(sweep, heads) if s.strategy == "bottom" and s.seed == 0]
+    assert len(bottom) == len(it.k_grid)                               # the same distinct K
+    # another grid, another trial key
+    other = [s for s in grid.stage_b(sweep_of(strategies=["iterative"], k=[0.1, 0.5]), heads) if s.seed == 0][0]
+    assert other.k_grid == (7, 36) and other.key != it.key
+    # per_layer: per-layer counts times the layers, as a per-layer row's k
+    per = [s for s in grid.stage_b(sweep_of(strategies=["iterative"], k=[1, 0.25], per_layer=True), heads)][0]
+    assert per.k_grid == (6, 18)

@@ -140,3 +140,36 @@ def test_plan_refuses_bad_input_like_validate(harness, tmp_path, capsys, monkeyp
 def test_plan_of_a_missing_file(harness, tmp_path, capsys, monkeypatch, offline, offline_and_no_ray):
     rc, out, err = plan_of(harness, capsys, tmp_path / "nope.yaml", monkeypatch, cwd=tmp_path)
     assert rc == 2 and len(harness.error_lines(err)) == 1 and "nope.yaml" in err and "Traceback" not in err
+
+
+def test_plan_counts_every_evaluation_of_the_multi_row_trials(harness, tmp_path, capsys, monkeypatch, offline,
+                                                              offline_and_no_ray):
+    """each-head evaluates every head alone; layer-single-head keep: best tries every head as its
+    layer's survivor, then evaluates a row per layer; iterative evaluates a row per step (every
+    grid K, steps of at most 10%) and re-scores gradient importance between steps. Counted by hand
+    for distilbert (6 x 12 = 72 heads) on SST-2's table sizes."""
+    sweep = yaml.safe_load(SST2.read_text())
+    table = yaml.safe_load((REPO / "orchestrator" / "throughput.yaml").read_text())
+    dev = table["devices"]["A10G"]
+    rows, tok = table["datasets"]["glue/sst2"]["rows"], table["datasets"]["glue/sst2"]["tokens"]
+    rate, over = dev["finetune"]["distilbert-base"]["bf16"], table["overhead"]["trial_s"]
+    eval_s = max(tok["validation"], dev["min_tokens"]) / dev["tokens"] / dev["eval_speedup"] / rate / 0.25
+    train_s = max(tok["train"], dev["min_tokens"]) / dev["tokens"] / rate / 0.25
+    n_eval, imp = rows["validation"], sweep["importance"]["examples"]
+    # iterative, K 10%..90% of 72 = 7, 14, 22, 29, 36, 43, 50, 58, 65 heads; 7 a step, stopping at each
+    steps = [7, 14, 21, 22, 29, 36, 43, 50, 57, 58, 65, 72]
+    want = {"each-head": n_eval * 72 * eval_s + over,
+            "best": (n_eval * 72 + n_eval * 6) * eval_s + over,
+            "iterative": n_eval * len(steps) * eval_s + imp * (len(steps) - 1) * train_s + over}
+    for name, changes in (("each-head", {"strategies": ["each-head"]}),
+                          ("best", {"strategies": ["layer-single-head"], "layer_single_head": {"keep": "best"}}),
+                          ("iterative", {"strategies": ["iterative"], "iterative": {"step": 0.1}})):
+        raw = {**sweep, "seeds": [0], "single_head_arch": False, "storage": str(tmp_path / "out"), **changes}
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(raw))
+        rc, out, err = plan_of(harness, capsys, path, monkeypatch)
+        assert rc == 0, err
+        m = re.search(r"distilbert: fine-tune ~[^,]+, stage-B trial ~(\d+) (s|min)", out)
+        assert m, out
+        got = float(m.group(1)) * (60 if m.group(2) == "min" else 1)
+        assert got == pytest.approx(want[name], abs=30 if m.group(2) == "min" else 0.5), (name, want[name], out)

@@ -77,7 +77,7 @@ def test_predictions_and_importance_files(finished):
     p = pd.read_parquet(sweep_dir / "predictions" / f"{row.trial_key}.parquet")
     assert p["correct"].mean() == pytest.approx(row.accuracy)
     imp = pd.read_parquet(sweep_dir / "importance.parquet")
-    assert list(imp.columns) == ["model", "seed", "method", "layer", "head", "score", "score_raw"]
+    assert list(imp.columns) == ["model", "seed", "method", "normalization", "layer", "head", "score", "score_raw"]
     assert len(imp) == 2 * 16 and set(imp["model"]) == {"tiny"}
 
 

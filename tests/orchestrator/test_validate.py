@@ -186,6 +186,31 @@ SWEEP_CASES = [
     ("iterative-step-one", _set("iterative", {"step": 1.0}), [("iterative.step:", "(0, 1)", "got 1.0)")]),
     ("iterative-step-zero", _set("iterative", {"step": 0}), [("iterative.step:", "(0, 1)", "got 0)")]),
     ("iterative-step-negative", _set("iterative", {"step": -0.1}), [("iterative.step:", "(0, 1)", "got -0.1)")]),
+    ("importance.normalize-value", _set("importance.normalize", "l2"),
+     [("importance.normalize:", "auto, none, layer_l2", "'l2'")]),
+    ("importance.normalize-type", _set("importance.normalize", True),
+     [("importance.normalize:", "string", "got True)")]),
+    ("importance.normalize_per_layer-replaced", _set("importance.normalize_per_layer", False),
+     [("importance.normalize_per_layer:", "replaced by importance.normalize", "auto | none | layer_l2",
+       "got False)")]),
+    ("importance-unknown-key", _set("importance.normalise", "none"),
+     [("importance.normalise:", "did you mean 'normalize'", "'none'")]),
+    ("unknown-strategy-each_head", _set("strategies", ["each_head"]),
+     [("strategies[0]:", "did you mean 'each-head'", "'each_head'")]),
+    ("layer_single_head-keep-value", _set("layer_single_head.keep", "oracle"),
+     [("layer_single_head.keep:", "ranked, best", "'oracle'")]),
+    ("layer_single_head-keep-in-a-list", _set("layer_single_head.keep", ["ranked", "bset"]),
+     [("layer_single_head.keep[1]:", "ranked, best", "'bset'")]),
+    ("layer_single_head-keep-twice", _set("layer_single_head.keep", ["best", "best"]),
+     [("layer_single_head.keep[1]:", "twice", "'best'")]),
+    ("layer_single_head-keep-empty", _set("layer_single_head.keep", []),
+     [("layer_single_head.keep:", "at least one", "[]")]),
+    ("layer_single_head-keep-type", _set("layer_single_head.keep", 2),
+     [("layer_single_head.keep:", "list of names", "got 2)")]),
+    ("layer_single_head-unknown-key", _set("layer_single_head.kep", "best"),
+     [("layer_single_head.kep:", "did you mean 'keep'", "'best'")]),
+    ("layer_single_head-not-a-mapping", _set("layer_single_head", "best"),
+     [("layer_single_head:", "mapping", "'best'")]),
     ("random_draws-zero", _set("random_draws", 0), [("random_draws:", ">= 1", "got 0)")]),
     ("random_draws-fraction", _set("random_draws", 2.5), [("random_draws:", "integer", "got 2.5)")]),
     ("single_head_arch-init", _set("single_head_arch", {"init": "zeros"}),
@@ -333,6 +358,19 @@ def test_demo_validates(harness, tmp_path, capsys, monkeypatch):
     # 2 models + their one-head variants, 7 seeds; per (multi-head model, seed): top and bottom x 4 K,
     # random x 4 K x 3 draws, single-head, layer-single-head, iterative
     assert re.search(r"^ok: demo: 28 stage-A fine-tunes, 322 stage-B trials -> ", out, re.M), out
+    assert not (tmp_path / "sweeps").exists()
+
+
+def test_mnli_study_validates_offline(harness, tmp_path, capsys, monkeypatch):
+    """configs/mnli.yaml runs each-head and layer_single_head keep [ranked, best]; its hub models
+    are checked through their published shapes offline."""
+    monkeypatch.chdir(tmp_path)
+    rc, out, err = harness.run_cli(["validate", REPO / "configs" / "mnli.yaml"], capsys)
+    assert rc == 0, err
+    # 3 models x 5 seeds; per (model, seed): top and bottom x 9 K x 2 methods, random x 9 K x 5
+    # draws, single-head x 2, layer-single-head ranked x 2 + best, iterative x 2, each-head
+    per_seed = 2 * 9 * 2 + 9 * 5 + 2 + 3 + 2 + 1
+    assert re.search(rf"^ok: mnli-heads: 15 stage-A fine-tunes, {15 * per_seed} stage-B trials -> ", out, re.M), out
     assert not (tmp_path / "sweeps").exists()
 
 

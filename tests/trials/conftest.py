@@ -169,10 +169,12 @@ def logits():
 
 # ---------------------------------------------------------------------------- stage-B checkpoints
 
-def make_checkpoint(out, arch: str, data, methods=("gradient",), seed: int = 0, examples: int = 32):
+def make_checkpoint(out, arch: str, data, methods=("gradient",), seed: int = 0, examples: int = 32,
+                    shape: tuple[int, int] | None = None):
     """A stage-A checkpoint without fine-tuning (stage B does not care how it was trained): the
     random-init preset of ``arch`` with the larger weights of ``perturb_`` (so every head matters),
     saved in HF format with its tokenizer and the importance table of ``methods`` beside it.
+    ``shape`` = (layers, heads) builds that many instead of the preset's 4 x 4 (hidden 4 per head).
     Returns the ``FinetuneSpec`` that stage-B specs point at."""
     from pathlib import Path
 
@@ -193,6 +195,14 @@ def make_checkpoint(out, arch: str, data, methods=("gradient",), seed: int = 0, 
     texts = list(task.train["text"]) + (list(task.train["text_pair"]) if "text_pair" in task.train else [])
     torch.manual_seed(seed)
     model, tok = trials.load_model(spec.model.name, data.num_labels, texts=texts)
+    if shape is not None:
+        from transformers import AutoModelForSequenceClassification
+        n_layers, n_heads = shape
+        cfg = model.config.to_dict()
+        names = {"gpt2": ("n_layer", "n_head", "n_embd"), "distilbert": ("n_layers", "n_heads", "dim"),
+                 "bert": ("num_hidden_layers", "num_attention_heads", "hidden_size")}[arch]
+        cfg.update(dict(zip(names, (n_layers, n_heads, 4 * n_heads))))
+        model = AutoModelForSequenceClassification.from_config(type(model.config).from_dict(cfg))
     perturb_(model, seed)
     model.eval()
     enc = Encoded(task.importance, tok, data.max_length, token_types=uses_token_types(model))

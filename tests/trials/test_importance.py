@@ -144,3 +144,33 @@ def test_normalize_per_layer_gives_unit_rows(rng):
 
 def test_importance_methods_registry():
     assert trials.IMPORTANCE_METHODS["gradient"] is trials.head_importance
+
+
+def test_each_method_ranks_in_its_own_normalisation_the_toy_case(tmp_path):
+    """Issue 22's toy case, by hand. Leave-one-out loss increases: layer 0 = [.001 .002 .001 .0015],
+    layer 1 = [.90 .05 .04 .03]. Ranked raw (ablation's own form), bottom-4 is all of layer 0, the
+    four cheapest heads. Per-layer L2 (what every method used to get) makes layer 1's .03-.05
+    heads (~0.03-0.06 of their layer's norm) look cheaper than layer 0's (~0.35-0.70 of a tiny
+    norm): it would remove three layer-1 heads costing 20-50x more than the layer-0 heads kept."""
+    import pandas as pd
+
+    from headsweep.trials import layout
+    from headsweep.trials.rows import importance_frame, load_scores
+    raw = torch.tensor([[.001, .002, .001, .0015], [.90, .05, .04, .03]])
+    imp = importance_frame(raw, "ablation")
+    assert set(imp["normalization"]) == {"none"}
+    np.testing.assert_allclose(imp["score"], imp["score_raw"])                     # ranked raw
+    imp.to_parquet(tmp_path / layout.CKPT_IMPORTANCE)
+    scores = load_scores(tmp_path, "ablation")
+    assert trials.choose_heads("bottom", scores, 4) == [(0, 0), (0, 1), (0, 2), (0, 3)]
+    # the override importance.normalize: layer_l2, by hand: layer 0 / 0.002872, layer 1 / 0.9028
+    l2 = load_scores(tmp_path, "ablation", "layer_l2")
+    np.testing.assert_allclose(l2[1].numpy(), [.9969, .0554, .0443, .0332], atol=1e-4)
+    assert trials.choose_heads("bottom", l2, 4) == [(0, 2), (1, 1), (1, 2), (1, 3)]   # tie .348: (0, 2) first
+    # gradient's own form is per-layer L2 (Michel et al.): the same raw numbers rank as l2 does
+    grad = importance_frame(raw, "gradient")
+    assert set(grad["normalization"]) == {"layer_l2"}
+    np.testing.assert_allclose(grad["score"].to_numpy().reshape(2, 4), l2.numpy(), rtol=1e-6)
+    # a file saved in another form is re-normalised from score_raw
+    pd.concat([grad.assign(method="ablation")]).to_parquet(tmp_path / layout.CKPT_IMPORTANCE)
+    torch.testing.assert_close(load_scores(tmp_path, "ablation"), raw.double())

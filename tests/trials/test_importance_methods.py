@@ -137,10 +137,16 @@ def test_entropy_equals_the_entropy_of_output_attentions(tiny_random):
     assert tiny_random.hook_counts(model) == [0] * tiny_random.n_layers
 
 
-def test_methods_are_registered_with_their_direction(rng):
+def test_methods_are_registered_with_their_direction_and_normalisation(rng):
+    from headsweep.trials.importance import normalization
     assert list(IMPORTANCE_METHODS) == ["gradient", "ablation", "entropy"]
     assert (sign("gradient"), sign("ablation"), sign("entropy")) == (1, 1, -1)
+    assert [normalization(m) for m in IMPORTANCE_METHODS] == ["layer_l2", "none", "none"]
     raw = torch.from_numpy(rng.random((3, 4)) + 0.1)
-    grad, ent = ranking_scores(raw, "gradient"), ranking_scores(raw, "entropy")
-    torch.testing.assert_close(ent, -grad)                     # low entropy ranks high
-    torch.testing.assert_close(ranking_scores(raw, "entropy", normalize=False), -raw)
+    unit = raw / raw.norm(dim=1, keepdim=True)
+    torch.testing.assert_close(ranking_scores(raw, "gradient"), unit)          # Michel: per-layer L2
+    torch.testing.assert_close(ranking_scores(raw, "ablation"), raw)           # canonical: raw
+    torch.testing.assert_close(ranking_scores(raw, "entropy"), -raw)           # low entropy ranks high
+    # an explicit importance.normalize overrides every method's own form
+    torch.testing.assert_close(ranking_scores(raw, "entropy", "layer_l2"), -unit)
+    torch.testing.assert_close(ranking_scores(raw, "gradient", "none"), raw)

@@ -43,7 +43,7 @@ def importance_batches(ft, path):
 
 
 def hand_loop(path, batches, first: np.ndarray, step: float) -> list[list[tuple[int, int]]]:
-    """The removed set after each step, recomputed by hand."""
+    """The removed set after each step, recomputed by hand (no grid: ``step`` at a time)."""
     from transformers import AutoModelForSequenceClassification
     model = AutoModelForSequenceClassification.from_pretrained(path).eval()
     n_layers, n_heads = first.shape
@@ -51,9 +51,9 @@ def hand_loop(path, batches, first: np.ndarray, step: float) -> list[list[tuple[
     per_step = max(1, math.floor(step * total + 0.5))
     scores, removed, sets = first, [], []
     while len(removed) < total:
-        left = sorted((scores[l, h], l, h) for l in range(n_layers) for h in range(n_heads)
-                      if (l, h) not in removed)                          # least important first
-        removed = sorted(removed + [(l, h) for _, l, h in left[:per_step]])
+        left = sorted((scores[l, h], -l, -h) for l in range(n_layers) for h in range(n_heads)
+                      if (l, h) not in removed)       # least important first; ties: higher (l, h) first
+        removed = sorted(removed + [(-l, -h) for _, l, h in left[:per_step]])
         sets.append(removed)
         if len(removed) < total:
             with trials.masked(model, removed):
@@ -106,3 +106,45 @@ def test_iterative_with_recovery_epochs(ckpt, tmp_path):
     scores = torch.tensor(stage_a_scores(path))
     order = sorted(range(16), key=lambda i: (float(scores.view(-1)[i]), i))[:8]
     assert sets[0] == {divmod(i, 4) for i in order}
+
+
+@pytest.fixture(scope="module")
+def ckpt_6x12(tmp_path_factory):
+    path = tmp_path_factory.mktemp("ckpt-6x12")
+    return make_checkpoint(path, "bert", DATA, shape=(6, 12)), path
+
+
+def test_iterative_has_a_row_at_every_k_of_the_sweeps_grid(ckpt_6x12, tmp_path):
+    """A 6 x 12 model (72 heads), K 10%..50% (7, 14, 22, 29, 36 heads) and step 0.1 (7 heads):
+    a row at every grid K, no step larger than 7 heads, nested sets, every row reproduced by
+    masking its heads_removed on the checkpoint; the first step is stage-A bottom-7."""
+    from headsweep.orchestrator import grid
+    from headsweep.orchestrator.checks import Heads
+    from headsweep.orchestrator.readers import Problems
+    from headsweep.orchestrator.sweep import parse
+    ft, path = ckpt_6x12
+    p = Problems()
+    sweep = parse({"models": ["preset:tiny-bert"], "data": {"source": "synthetic"}, "strategies": ["iterative"],
+                   "k": [0.1, 0.2, 0.3, 0.4, 0.5], "iterative": {"step": 0.1}}, p)
+    assert not p.lines, p.lines
+    counts = grid.k_grid(sweep, Heads("bert", 6, 12))
+    assert counts == (7, 14, 22, 29, 36)                     # round(0.1 * 72), ... half up
+    (planned,) = grid.stage_b(sweep, {"tiny-bert": Heads("bert", 6, 12)})
+    assert planned.k_grid == counts and planned.iterative_step == 0.1
+    spec = PruneSpec(ft, "iterative", 0, iterative_step=0.1, k_grid=counts)
+    assert spec.key != PruneSpec(ft, "iterative", 0, iterative_step=0.1, k_grid=(7, 14)).key
+    rows = run_prune(spec, path, tmp_path)
+    ks = [r["k"] for r in rows]
+    # 7 heads a step, stopping at each grid K (21 -> 22), then 7 at a time on to all 72
+    assert ks == [7, 14, 21, 22, 29, 36, 43, 50, 57, 64, 71, 72]
+    assert set(counts) <= set(ks) and max(b - a for a, b in zip([0] + ks, ks)) <= 7
+    assert [r["step"] for r in rows] == list(range(1, len(rows) + 1))
+    sets = [set(map(tuple, json.loads(r["heads_removed"]))) for r in rows]
+    for a, b in zip(sets, sets[1:]):
+        assert a < b
+    first = stage_a_scores(path)
+    bottom7 = trials.choose_heads("bottom", first, 7)
+    assert sets[0] == set(bottom7)
+    for row in rows:
+        preds = pd.read_parquet(tmp_path / layout.predictions_file(row["trial_key"]))
+        check_row(row, preds, path, DATA)

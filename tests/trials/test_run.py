@@ -124,8 +124,8 @@ def test_stage_a_learns_the_task_and_writes_its_files(trained):
 def test_stage_a_importance_file(trained):
     _, out = trained
     imp = pd.read_parquet(out / layout.TRIAL_IMPORTANCE)
-    assert list(imp.columns) == ["method", "layer", "head", "score", "score_raw"] and len(imp) == 16
-    assert set(imp["method"]) == {"gradient"}
+    assert list(imp.columns) == ["method", "normalization", "layer", "head", "score", "score_raw"]
+    assert len(imp) == 16 and set(imp["method"]) == {"gradient"} and set(imp["normalization"]) == {"layer_l2"}
     assert sorted(zip(imp["layer"], imp["head"])) == [(l, h) for l in range(4) for h in range(4)]
     raw, score = score_grid(imp, "score_raw"), score_grid(imp, "score")
     assert (raw > 0).all()
@@ -268,3 +268,35 @@ def test_main_refuses_bad_trials_in_one_line(quick, tmp_path, capsys, problem):
     if problem == "bad k":
         assert err[0].startswith("error: k:") and "17" in err[0]
     assert not (tmp_path / "o" / layout.RESULT).exists()
+
+
+def test_each_head_and_iterative_trials_run_through_the_trial_cli(quick, tmp_path, capsys):
+    """``python -m headsweep.trials.run`` (``main``) on a preset checkpoint: each-head gives a row
+    per head (layer, head, k 1) with its predictions, equal to masking that head; iterative gives a
+    row at every K of its grid."""
+    _, out = quick
+    ckpt = out / layout.CHECKPOINT
+
+    def run(spec, name):
+        trial = tmp_path / f"{name}.json"
+        trial.write_text(json.dumps({"spec": to_dict(spec), "out_dir": str(tmp_path / name),
+                                     "checkpoint_dir": str(ckpt)}))
+        assert main([str(trial)]) == 0
+        return written_rows(tmp_path / name)
+
+    rows = run(PruneSpec(QUICK, "each-head", 1), "each")
+    assert [(r["layer"], r["head"]) for r in rows] == [(l, h) for l in range(4) for h in range(4)]
+    assert all(r["strategy"] == "each-head" and r["k"] == 1 and r["heads_kept"] == 15 for r in rows)
+    assert [json.loads(r["heads_removed"]) for r in rows] == [[[l, h]] for l in range(4) for h in range(4)]
+    assert len({r["trial_key"] for r in rows}) == 16
+    for row in rows[::5]:
+        preds = predictions_of(tmp_path / "each", row)
+        check_predictions(preds, QUICK)
+        want = recheck(ckpt, QUICK, json.loads(row["heads_removed"]))
+        assert preds["pred"].tolist() == want["pred"].tolist()
+        np.testing.assert_allclose(preds["prob"], want["prob"], atol=1e-5)
+        assert row["accuracy"] == pytest.approx(preds["correct"].mean())
+
+    rows = run(PruneSpec(QUICK, "iterative", 0, iterative_step=0.25, k_grid=(2, 6, 8)), "iter")
+    assert [r["k"] for r in rows] == [2, 6, 8, 12, 16]              # 4 a step, stopping at 2 and 6
+    assert [r["step"] for r in rows] == [1, 2, 3, 4, 5]

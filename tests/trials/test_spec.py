@@ -82,3 +82,22 @@ def test_from_dict_ignores_unknown_keys():
     d["model"]["future_option"] = 1
     d["data"]["another"] = "x"
     assert from_dict(d) == make()
+
+
+def test_new_prune_fields_round_trip_and_refuse_impossible_trials():
+    from headsweep.trials.errors import UserError
+    ft = make()
+    it = PruneSpec(ft, "iterative", 0, iterative_step=0.1, k_grid=(2, 4, 8))
+    best = PruneSpec(ft, "layer-single-head", 0, importance_method="oracle", keep="best")
+    for spec in (it, best, PruneSpec(ft, "each-head", 1)):
+        again = from_dict(json.loads(json.dumps(to_dict(spec))))
+        assert again == spec and again.key == spec.key
+    assert it.key != PruneSpec(ft, "iterative", 0, iterative_step=0.1, k_grid=(2, 4)).key
+    with pytest.raises(UserError, match="keep: must be one of ranked, best"):
+        PruneSpec(ft, "layer-single-head", 0, keep="oracle")
+    with pytest.raises(UserError, match="^importance_method: .*oracle"):
+        PruneSpec(ft, "layer-single-head", 0, keep="best")                       # a ranked label
+    with pytest.raises(UserError, match="^importance_method: .*oracle"):
+        PruneSpec(ft, "layer-single-head", 0, importance_method="oracle")        # keep: ranked
+    with pytest.raises(UserError, match="^recovery_epochs: each-head"):
+        PruneSpec(ft, "each-head", 1, recovery_epochs=1)

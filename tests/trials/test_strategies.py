@@ -22,9 +22,11 @@ def all_heads():
 
 
 def ranked(scores, descending):
-    """(layer, head) pairs by score, ties broken by lowest (layer, head) first."""
-    sign = -1 if descending else 1
-    return sorted(all_heads(), key=lambda lh: (sign * scores[lh], lh))
+    """(layer, head) pairs by score; ties: the lowest (layer, head) first when the highest scores
+    come first, the highest (layer, head) first when the lowest scores do."""
+    if descending:
+        return sorted(all_heads(), key=lambda lh: (-scores[lh], lh))
+    return sorted(all_heads(), key=lambda lh: (scores[lh], -lh[0], -lh[1]))
 
 
 @pytest.mark.parametrize("k", [0, 1, 5, 12, 47, 48])
@@ -47,7 +49,7 @@ def test_accepts_torch_tensors(scores):
                 == trials.choose_heads(strategy, scores.astype(np.float32), 7, seed=3))
 
 
-def test_ties_go_to_the_lowest_layer_and_head(rng):
+def test_ties_break_in_opposite_directions_for_top_and_bottom(rng):
     tied = rng.integers(0, 3, size=(L, H)).astype(float)           # many equal scores
     for k in (1, 5, 17, 30):
         top = trials.choose_heads("top", tied, k)
@@ -55,9 +57,29 @@ def test_ties_go_to_the_lowest_layer_and_head(rng):
         assert top == sorted(ranked(tied, True)[:k])
         assert bottom == sorted(ranked(tied, False)[:k])
         assert top == trials.choose_heads("top", tied.copy(), k)   # run twice: same answer
+        assert bottom == trials.choose_heads("bottom", tied.copy(), k)
     flat = np.zeros((L, H))
     assert trials.choose_heads("top", flat, 3) == [(0, 0), (0, 1), (0, 2)]
-    assert trials.choose_heads("bottom", flat, 3) == [(0, 0), (0, 1), (0, 2)]
+    assert trials.choose_heads("bottom", flat, 3) == [(3, 9), (3, 10), (3, 11)]
+    # per layer, the same rule within each layer
+    assert trials.choose_heads("bottom", flat, 0.25, per_layer=True) == [(l, h) for l in range(L) for h in (9, 10, 11)]
+    assert trials.choose_heads("top", flat, 0.25, per_layer=True) == [(l, h) for l in range(L) for h in (0, 1, 2)]
+
+
+@pytest.mark.parametrize("per_layer", [False, True])
+def test_top_and_bottom_do_not_overlap_on_all_equal_scores_while_2k_fits(per_layer):
+    equal = np.full((L, H), 0.5)
+    pool = H if per_layer else L * H
+    for k in range(1, pool // 2 + 1):
+        top = set(trials.choose_heads("top", equal, k, per_layer=per_layer))
+        bottom = set(trials.choose_heads("bottom", equal, k, per_layer=per_layer))
+        assert len(top) == len(bottom) == k * (L if per_layer else 1)
+        assert not top & bottom, k
+    # past half the heads they must share some: exactly 2K - heads of them
+    k = pool // 2 + 1
+    top = set(trials.choose_heads("top", equal, k, per_layer=per_layer))
+    bottom = set(trials.choose_heads("bottom", equal, k, per_layer=per_layer))
+    assert len(top & bottom) == (2 * k - pool) * (L if per_layer else 1)
 
 
 def test_resolve_k_fractions():
@@ -162,3 +184,19 @@ def test_single_head_keeps_each_layers_argmax(scores):
     tied[2, 5] = 2.0
     kept = set(all_heads()) - set(trials.choose_heads("single-head", tied))
     assert kept == {(0, 0), (1, 0), (2, 5), (3, 0)}
+
+
+def test_iterative_targets_stop_at_every_grid_count():
+    from headsweep.trials.strategies import iterative_targets
+    assert iterative_targets(16, 4) == [4, 8, 12, 16]                       # no grid: as before
+    assert iterative_targets(16, 5) == [5, 10, 15, 16]
+    assert iterative_targets(72, 7, (7, 14, 22, 29, 36)) == [7, 14, 21, 22, 29, 36, 43, 50, 57, 64, 71, 72]
+    assert iterative_targets(16, 4, (2, 3, 16, 0)) == [2, 3, 7, 11, 15, 16]  # 0 and all heads need no stop
+    assert iterative_targets(10, 3, (9, 4)) == [3, 4, 7, 9, 10]             # grid order does not matter
+
+
+def test_each_head_sets_are_every_head_alone(scores):
+    sets = trials.STRATEGIES["each-head"](scores)
+    assert sets == [[h] for h in all_heads()]
+    with pytest.raises(ValueError, match="each_head_sets"):
+        trials.choose_heads("each-head", scores, 1)
