@@ -86,8 +86,11 @@ def curve_tests(results: pd.DataFrame, metric: str, conf: float = 0.95) -> pd.Da
     methods, tasks = several_methods(results), several_tasks(results)
     for (task, model, variant, per_layer, rec), g in ps.groupby(GROUP, sort=True):
         model_id = f"{task}:{model}" if tasks else model
+        present = set(g["strategy"])
         for m in sorted({x for x in g["importance_method"] if x}) or [""]:
             for a, b in CURVE_PAIRS:
+                if a not in present or b not in present:   # nothing to pair (and no pivot to build)
+                    continue
                 A, B = _curve(g, a, m), _curve(g, b, m)
                 seeds, areas, ks = curve_areas(A, B)
                 if not seeds:
