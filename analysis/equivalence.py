@@ -39,6 +39,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as st
 
+from headsweep.trials import layout
 from headsweep.trials.errors import UserError
 from headsweep.trials.schema import PRUNABLE_COLUMNS
 
@@ -68,7 +69,7 @@ def margin_of(specs) -> tuple[float, list[str]]:
         sec = (spec or {}).get("analysis")
         value = sec.get("margin") if isinstance(sec, dict) else None
         if value is None:
-            notes.append(f"{name}: spec.yaml declares no analysis.margin: the default {DEFAULT_MARGIN:g} "
+            notes.append(f"{name}: {layout.SPEC} declares no analysis.margin: the default {DEFAULT_MARGIN:g} "
                          f"({points(DEFAULT_MARGIN)}) is used")
             value = DEFAULT_MARGIN
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:

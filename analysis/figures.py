@@ -215,7 +215,8 @@ def metric_vs_k(summary: pd.DataFrame, stats: pd.DataFrame, results: pd.DataFram
     _legend(fig, axes)
     _suptitle(fig, f"{metric} vs K. Bands: 95% interval over seeds (logit-scale t, inside the metric's range; 3+ "
                    f"seeds); dots: seeds; crosses: random draws; filled: Holm p < {alpha:g} vs the unpruned baseline"
-              + ("; hatched: the non-inferiority margin; star: the prunable K (prunable.csv)" if margin else ""))
+              + (f"; hatched: the non-inferiority margin; star: the prunable K ({Path(layout.PRUNABLE).name})"
+                 if margin else ""))
     return save(fig, path)
 
 

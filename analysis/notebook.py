@@ -109,9 +109,9 @@ def _cells(dirs: list[Path], root: Path, alpha: float) -> list:
              "prim[prim['family'] == 'curve'][cols]"),
         md("### How many heads can go\n\nPer model and strategy the prunable fraction: the largest K up to which "
            "every K of the grid is shown non-inferior to the unpruned model (its loss shown smaller than the margin "
-           "declared in spec.yaml, `analysis.margin`; one-sided paired t-test over seeds, Holm over the family "
-           "`noninferiority`), with a seed-bootstrap 95% interval. A drop that is not significant is not shown to be "
-           "no loss; only these tests say a K can go."),
+           f"declared in {layout.SPEC}, `analysis.margin`; one-sided paired t-test over seeds, Holm over the family "
+           "`noninferiority`), with a seed-bootstrap 95% interval. A drop that is not significant does not show that "
+           "nothing was lost; only these tests say a K can go."),
         code(f"pp = out / {Path(layout.PRUNABLE).name!r}\n"
              "display(pd.read_csv(pp) if pp.exists() else 'no prunable fraction: no top/bottom/random/iterative curve')\n"
              "prim[prim['family'] == 'noninferiority'][cols]"),

@@ -68,8 +68,8 @@ def prunable_lines(prunable: pd.DataFrame | None, stats: pd.DataFrame, alpha: fl
     several = prunable["task"].nunique() > 1
     p = prunable.assign(_o=prunable["strategy"].map(ORDER).fillna(9)).sort_values(
         ["task", "model", "per_layer", "recovery_epochs", "_o", "importance_method"], kind="stable")
-    out = [f"**How many heads can go** (non-inferiority at a {points(margin)} margin, declared in spec.yaml as "
-           "`analysis.margin`; analysis/prunable.csv). The prunable fraction is the largest K up to which every K of "
+    out = [f"**How many heads can go** (non-inferiority at a {points(margin)} margin, declared in {layout.SPEC} as "
+           f"`analysis.margin`; {layout.PRUNABLE}). The prunable fraction is the largest K up to which every K of "
            "the grid is shown *non-inferior*: its mean difference to the unpruned model is shown to lie above "
            f"-{100 * margin:g} point(s) (one-sided paired t-test over seeds, Holm p < {alpha:g}). The interval is a "
            "seed bootstrap (the seeds resampled with replacement; every test, the Holm adjustment and the prunable K "
