@@ -137,7 +137,8 @@ def speedup(summary: pd.DataFrame, results: pd.DataFrame, path, metric: str | No
     metric = metric or sweep_metric(results)
     if "speedup" not in results.columns or not results["speedup"].notna().any():
         return None
-    r = results[results["speedup"].notna() & (results["arch"] != "single-head") & (results["recovery_epochs"] == 0)]
+    r = results[results["speedup"].notna() & (results["arch"] != "single-head") & (results["recovery_epochs"] == 0)
+                & (results["strategy"] != "each-head")]
     if r.empty:
         return None
     models = sorted(r[["task", "model"]].drop_duplicates().itertuples(index=False, name=None))

@@ -263,7 +263,7 @@ def efficiency_section(results: pd.DataFrame, metric: str) -> list[str]:
     cols = [c for c in ("attn_params_kept", "params_pruned", "params_total", "speedup") if c in results.columns]
     if not cols or not results[cols].notna().any().any():
         return []
-    r = results[results["arch"] != "single-head"]
+    r = results[(results["arch"] != "single-head") & (results["strategy"] != "each-head")]   # per_head.csv has those
     g = r.groupby(["model", "strategy", "k"], sort=True).agg(
         **{metric: (metric, "mean")}, **{c: (c, "mean") for c in cols}).reset_index()
     g = g[g[cols].notna().any(axis=1)]

@@ -39,7 +39,8 @@ def headline_lines(table) -> list[str]:
         cells = []
         for s in STRATEGIES:
             mean, diff, p = r.get(f"{s}_mean"), r.get(f"{s}_difference"), r.get(f"{s}_p_adjusted")
-            d = "-" if diff is None or (isinstance(diff, float) and math.isnan(diff)) else f"{100 * diff:+.1f}"
+            d = ("-" if diff is None or (isinstance(diff, float) and math.isnan(diff)) else
+                 "0.0" if round(100 * diff, 1) == 0 else f"{100 * diff:+.1f}")   # never "+0.0"
             cells.append(f" {_pct(mean) + ' (' + d + ', ' + _p(p) + ')':>24}")
         lines.append(f"{label:<{width}} {k_txt:>5} {_pct(r.get('baseline_mean')):>9}" + "".join(cells))
     return lines
