@@ -59,8 +59,8 @@ def fmt_pts(x: float, signed: bool = False) -> str:
     except one that rounds to 0.0 (no "+0.0" for a difference of +0.0004)."""
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "n/a"
-    if signed and round(100 * x, 1) == 0:
-        return "0.0"
+    if round(100 * x, 1) == 0:
+        return "0.0"   # neither "+0.0" nor "-0.0"
     return f"{100 * x:+.1f}" if signed else f"{100 * x:.1f}"
 
 

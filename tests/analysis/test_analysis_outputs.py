@@ -90,8 +90,8 @@ def test_stats_csv_has_every_comparison(analyzed):
 def _pts(x, signed=False):
     if math.isnan(x):
         return "n/a"
-    if signed and round(100 * x, 1) == 0:
-        return "0.0"   # no "+0.0" for a difference below the printed precision
+    if round(100 * x, 1) == 0:
+        return "0.0"   # no "+0.0" or "-0.0" for a value below the printed precision
     return f"{100 * x:+.1f}" if signed else f"{100 * x:.1f}"
 
 

@@ -106,7 +106,7 @@ def test_defect2_one_sign_convention_in_table_and_words(planted):
         for _, x in rows.iterrows():
             for lo, hi in (("ci_low", "ci_high"), ("sim_ci_low", "sim_ci_high")):
                 if lo in x and not (math.isnan(x[lo]) or math.isnan(x[hi])):
-                    signed.add((f"{100 * x[lo]:.1f}", f"{100 * x[hi]:.1f}"))
+                    signed.add(tuple("0.0" if v == "-0.0" else v for v in (f"{100 * x[lo]:.1f}", f"{100 * x[hi]:.1f}")))
         for a, b in PAIR.findall(text):
             assert float(a) <= float(b), (cid, text)
             assert (f"{float(a):.1f}", f"{float(b):.1f}") in signed, (cid, a, b, text)
