@@ -182,6 +182,15 @@ def model_shape(results: pd.DataFrame, importance: pd.DataFrame | None, model: s
 LAYER_SHARE_STRATEGIES = ("top", "bottom", "iterative", "random")
 
 
+def _pairs(text) -> list:
+    """heads_removed as [[layer, head], ...]; [] where missing (a NaN in a CSV) or unreadable."""
+    try:
+        out = json.loads(text) if isinstance(text, str) else []
+    except ValueError:
+        return []
+    return [p for p in out if isinstance(p, list) and len(p) == 2] if isinstance(out, list) else []
+
+
 def layer_shares(results: pd.DataFrame, importance: pd.DataFrame | None = None) -> pd.DataFrame:
     """Per (task, model, strategy, criterion, K): the share of each layer's heads removed, averaged
     over seeds and random draws, from heads_removed. Multi-head, no recovery, whole-model K."""
@@ -194,7 +203,7 @@ def layer_shares(results: pd.DataFrame, importance: pd.DataFrame | None = None) 
     for (task, model), g in r.groupby(["task", "model"], sort=True):
         shape = model_shape(results, importance, model)
         if shape is None:
-            seen = [lh for t in g["heads_removed"] for lh in json.loads(t or "[]")]
+            seen = [lh for t in g["heads_removed"] for lh in _pairs(t)]
             total = int(pd.to_numeric(g.get("heads_total"), errors="coerce").max()) if "heads_total" in g else 0
             n_layers = max([lh[0] for lh in seen], default=-1) + 1
             if not n_layers or not total or total % n_layers:
@@ -202,14 +211,17 @@ def layer_shares(results: pd.DataFrame, importance: pd.DataFrame | None = None) 
             shape = (n_layers, total // n_layers)
         n_layers, n_heads = shape
         for (strategy, method, k, kf), gg in g.groupby(["strategy", "importance_method", "k", "k_fraction"], sort=True):
-            counts = np.zeros((len(gg), n_layers))
-            for i, text in enumerate(gg["heads_removed"]):
-                for layer, _ in json.loads(text or "[]"):
+            lists = [x for x in map(_pairs, gg["heads_removed"]) if x]   # trials that recorded their heads
+            if not lists:
+                continue
+            counts = np.zeros((len(lists), n_layers))
+            for i, pairs in enumerate(lists):
+                for layer, _ in pairs:
                     if 0 <= layer < n_layers:
                         counts[i, layer] += 1
             share = counts.mean(axis=0) / n_heads
             rows += [{"task": task, "model": model, "strategy": strategy, "importance_method": method, "k": int(k),
-                      "k_fraction": float(kf), "layer": layer, "share": float(share[layer]), "n_trials": len(gg)}
+                      "k_fraction": float(kf), "layer": layer, "share": float(share[layer]), "n_trials": len(lists)}
                      for layer in range(n_layers)]
     return pd.DataFrame(rows, columns=cols)
 
