@@ -19,6 +19,11 @@ import pandas as pd
 
 from headsweep.trials.schema import CONDITION, strategy_rank
 
+# importance_method of `layer-single-head` rows whose kept head was found by trying every head of
+# the layer on the evaluation set (keep: best; Michel et al. section 3.3, Tables 2-3). It ranks
+# nothing, so it is not an importance criterion (several_methods ignores it).
+ORACLE = "oracle"
+
 
 def sweep_metric(results: pd.DataFrame) -> str:
     if "metric" in results.columns and len(results):
@@ -42,7 +47,7 @@ def as_dict(c) -> dict:
     return {"task": str(c["task"]), "model": str(c["model"]), "variant": str(c["variant"]), "arch": str(c["arch"]),
             "arch_init": str(c["arch_init"]), "importance_method": str(c["importance_method"]),
             "strategy": str(c["strategy"]), "per_layer": bool(c["per_layer"]), "k": int(c["k"]),
-            "layer": int(c["layer"]), "recovery_epochs": float(c["recovery_epochs"]),
+            "layer": int(c["layer"]), "head": int(c.get("head", -1)), "recovery_epochs": float(c["recovery_epochs"]),
             "k_fraction": float(c["k_fraction"])}
 
 
@@ -55,7 +60,7 @@ def conditions(results: pd.DataFrame) -> list[dict]:
     conds = [as_dict(c) for c in results.drop_duplicates(CONDITION)[CONDITION + ["k_fraction"]].to_dict("records")]
     return sorted(conds, key=lambda c: (c["task"], c["model"], c["arch"] == "single-head", c["variant"],
                                         strategy_rank(c["strategy"]), c["importance_method"], c["per_layer"], c["k"],
-                                        c["layer"], c["recovery_epochs"], c["arch_init"]))
+                                        c["layer"], c["head"], c["recovery_epochs"], c["arch_init"]))
 
 
 def index(results: pd.DataFrame, metric: str) -> dict:
@@ -105,12 +110,14 @@ def label(c: dict, methods: bool = False) -> str:
     elif c["strategy"] == "none":
         s = "none" if c["arch_init"] != "scratch" else f"{c['variant']} (multi-head, from scratch)"
     elif c["strategy"] == "layer-single-head":
-        s = f"layer-single-head L{c['layer']}"
+        s = f"layer-single-head L{c['layer']}" + (" [oracle: best head]" if c["importance_method"] == ORACLE else "")
+    elif c["strategy"] == "each-head":
+        s = f"each-head L{c['layer']}H{c['head']}"
     elif c["strategy"] == "single-head":
         s = "single-head"
     else:
         s = f"{c['strategy']} k={c['k']}" + (" (per layer)" if c["per_layer"] else "")
-    if methods and c["importance_method"]:
+    if methods and c["importance_method"] and c["importance_method"] != ORACLE:
         s += f" [{c['importance_method']}]"
     if c["recovery_epochs"]:
         s += f" +{c['recovery_epochs']:g}ep"
@@ -119,7 +126,7 @@ def label(c: dict, methods: bool = False) -> str:
 
 def several_methods(results: pd.DataFrame) -> bool:
     m = results["importance_method"] if "importance_method" in results.columns else pd.Series(dtype=str)
-    return m[m != ""].nunique() > 1
+    return m[(m != "") & (m != ORACLE)].nunique() > 1
 
 
 def several_tasks(results: pd.DataFrame) -> bool:

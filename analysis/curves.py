@@ -14,9 +14,10 @@ fine-tunes, each gives a per-seed top - bottom curve difference (the area above)
 negative, the better the criterion separates the heads whose removal hurts from those whose
 removal does not. Two criteria are compared by the paired (per seed) difference of their areas.
 
-Sanity check. At the largest K that top and bottom share, removing the most important heads must
-hurt more than removing the least important: top - bottom < 0. Where it does not, the ranking
-is inverted or uninformative, and the report says so first.
+Sanity check. Over the K range that top and bottom share, removing the most important heads must
+hurt more than removing the least important: the curve-level top - bottom area < 0 (its test,
+not the single largest K, decides). Where it is not, the ranking is inverted or uninformative,
+and the report says so first.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from headsweep.trials.schema import CONDITION, STATS_COLUMNS
 
 from .compare import HIDDEN, REMOVAL, t_test_row
 from .conditions import collapse_draws, several_methods, several_tasks
+from .stats import difference_range
 
 CURVE_PAIRS = (("bottom", "top"), ("random", "top"), ("bottom", "iterative"))
 GROUP = ["task", "model", "variant", "per_layer", "recovery_epochs"]
@@ -84,8 +86,11 @@ def curve_tests(results: pd.DataFrame, metric: str, conf: float = 0.95) -> pd.Da
     methods, tasks = several_methods(results), several_tasks(results)
     for (task, model, variant, per_layer, rec), g in ps.groupby(GROUP, sort=True):
         model_id = f"{task}:{model}" if tasks else model
+        present = set(g["strategy"])
         for m in sorted({x for x in g["importance_method"] if x}) or [""]:
             for a, b in CURVE_PAIRS:
+                if a not in present or b not in present:   # nothing to pair (and no pivot to build)
+                    continue
                 A, B = _curve(g, a, m), _curve(g, b, m)
                 seeds, areas, ks = curve_areas(A, B)
                 if not seeds:
@@ -123,41 +128,42 @@ def method_tests(results: pd.DataFrame, metric: str, conf: float = 0.95) -> pd.D
             sfx = _suffix("", False, per_layer, rec)
             note = (f"difference of the top - bottom gap (mean over K up to {ks[-1]:.0%}) between criteria; negative: "
                     f"{m2} separates harmful from harmless heads more than {m1}")
+            lo, hi = difference_range(metric)   # each area lies in it; a difference of two areas in twice it
             rows.append(_row("methods", f"{task}:{model}" if tasks else model, task, model, variant, per_layer, rec,
                              m2, f"top-bottom gap [{m1}]{sfx}", f"top-bottom gap [{m2}]{sfx}", "top", "top", -1, ks[-1],
-                             metric, t_test_row(d, metric, conf), note, 1))
+                             metric, t_test_row(d, metric, conf, (2 * lo, 2 * hi)), note, 1))
     return pd.DataFrame(rows, columns=[c for c in STATS_COLUMNS if c not in ("p_adjusted", "family_size",
                                                                               "significant")] + HIDDEN)
 
 
 SANITY_COLUMNS = ["task", "model", "variant", "importance_method", "per_layer", "recovery_epochs", "k", "k_fraction",
-                  "mean_top", "mean_bottom", "difference", "ci_low", "ci_high", "p_adjusted", "n_seeds", "verdict",
-                  "comparison_id"]
+                  "difference", "ci_low", "ci_high", "p_adjusted", "n_seeds", "verdict", "comparison_id"]
 
 
 def sanity_check(stats: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
-    """Top vs bottom at the largest shared K, per (model, variant, criterion, per_layer, recovery),
-    read from the top_bottom_random rows of stats (one source of numbers). verdict: 'ok'
-    (top - bottom < 0, Holm-significant), 'weak' (< 0, not significant or untestable), 'tie'
-    (0) or 'inverted' (> 0)."""
+    """Does removing the top-ranked heads hurt more than removing the bottom-ranked ones? Decided
+    by the curve-level test (family curve, top curve minus bottom curve averaged over K from 0 to
+    the largest shared K, ``k``), per (model, variant, criterion, per_layer, recovery), not at
+    the single largest K, where both sit near chance and noise at the floor would decide.
+    verdict: 'ok' (area < 0, Holm-significant), 'weak' (< 0, not significant), 'uninformative'
+    (>= 0, not significant, or untestable), 'inverted' (> 0, Holm-significant)."""
     if stats.empty:
         return pd.DataFrame(columns=SANITY_COLUMNS)
-    tb = stats[(stats["family"] == "top_bottom_random") & stats["primary"].astype(bool)
-               & (stats["strategy_a"] == "bottom") & (stats["strategy_b"] == "top")]
+    cv = stats[(stats["family"] == "curve") & stats["primary"].astype(bool) & (stats["strategy_a"] == "bottom")
+               & (stats["strategy_b"] == "top")]
     rows = []
-    keys = ["task", "model", "variant_b", "importance_method", "per_layer", "recovery_epochs"]
-    for _, g in tb.groupby(keys, sort=True):
-        r = g.sort_values("k").iloc[-1]
-        d = r["difference"]
-        verdict = ("inverted" if d > 0 else "tie" if d == 0 else
-                   "ok" if r["p_adjusted"] < alpha else "weak")
+    for r in cv.to_dict("records"):
+        d, p = r["difference"], r["p_adjusted"]
+        sig = bool(p < alpha)   # NaN: not significant
+        verdict = ("ok" if d < 0 and sig else "weak" if d < 0 else "inverted" if d > 0 and sig else "uninformative")
         rows.append({"task": r["task"], "model": r["model"], "variant": r["variant_b"],
                      "importance_method": r["importance_method"], "per_layer": r["per_layer"],
                      "recovery_epochs": r["recovery_epochs"], "k": r["k"], "k_fraction": r["k_fraction"],
-                     "mean_top": r["mean_b"], "mean_bottom": r["mean_a"], "difference": d, "ci_low": r["ci_low"],
-                     "ci_high": r["ci_high"], "p_adjusted": r["p_adjusted"], "n_seeds": r["n_seeds"],
-                     "verdict": verdict, "comparison_id": r["comparison_id"]})
-    return pd.DataFrame(rows, columns=SANITY_COLUMNS)
+                     "difference": d, "ci_low": r["ci_low"], "ci_high": r["ci_high"], "p_adjusted": p,
+                     "n_seeds": r["n_seeds"], "verdict": verdict, "comparison_id": r["comparison_id"]})
+    out = pd.DataFrame(rows, columns=SANITY_COLUMNS)
+    return out.sort_values(["task", "model", "variant", "importance_method", "per_layer", "recovery_epochs"],
+                           kind="stable").reset_index(drop=True)
 
 
 HEADLINE_STRATEGIES = ("top", "bottom", "random")

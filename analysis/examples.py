@@ -96,7 +96,7 @@ def example_tests(results: pd.DataFrame, predictions, plan: pd.DataFrame | None 
         n = a.shape[0]
         mean, se, pval = float(r["difference"]), float(r["se"]), float(r["p"])
         lo = hi = math.nan
-        if not math.isnan(pval):
+        if not math.isnan(pval) and se > 0:   # zero variance: said in the note, no zero-width interval
             lo, hi = (float(x) for x in t_bounds(mean, se, n - 1, conf, rng))
         note = "" if len(seeds) == len(pairs["seed"]) else f"predictions for {len(seeds)} of {len(pairs['seed'])} seeds"
         if se == 0:
@@ -104,9 +104,10 @@ def example_tests(results: pd.DataFrame, predictions, plan: pd.DataFrame | None 
                          "every example differs by the same amount: t undefined")
         rows.append({**base_row(p, "accuracy", "examples", "example_t"), "n": n, "n_seeds": len(seeds),
                      "n_examples": n, "n_draws": pairs["n_draws"], "mean_a": float(a.mean()), "mean_b": float(b.mean()),
-                     "difference": mean, "ci_low": lo, "ci_high": hi, "effect_size": float(r["dz"]),
-                     "effect_size_name": "cohen_dz_examples", "statistic": float(r["t"]), "df": n - 1, "p": pval,
-                     "_se": se, "_df": n - 1, "note": _join(p["note"], note)})
+                     "difference": mean, "sd": se * math.sqrt(n), "ci_low": lo, "ci_high": hi,
+                     "effect_size": float(r["dz"]), "effect_size_name": "cohen_dz_examples",
+                     "statistic": float(r["t"]), "df": n - 1, "p": pval, "_se": se, "_df": n - 1, "_lo": rng[0],
+                     "_hi": rng[1], "note": _join(p["note"], note)})
     return pd.DataFrame(rows, columns=[c for c in STATS_COLUMNS if c not in ("p_adjusted", "family_size",
                                                                               "significant")] + HIDDEN)
 

@@ -40,8 +40,8 @@ STYLE = {"style": "whitegrid", "context": "notebook"}
 FEW_SEEDS = 8            # up to this many seeds, each is drawn as a dot
 DPI = 150
 # Every figure this module may write, in reading order (analyze() clears stale ones).
-FIGURES = ("metric_vs_k", "gap_vs_k", "single_vs_multi", "layer_single_head", "speedup", "importance_heatmaps",
-           "rank_stability")
+FIGURES = ("metric_vs_k", "gap_vs_k", "heads_by_layer", "single_vs_multi", "layer_single_head", "per_head", "speedup",
+           "importance_heatmaps", "rank_stability")
 CURVE_STRATEGIES = ("top", "bottom", "random", "iterative")
 
 _BASE = sns.color_palette("colorblind", 10)
@@ -118,11 +118,14 @@ def _seed_values(results: pd.DataFrame, metric: str) -> pd.DataFrame:
 
 
 def metric_vs_k(summary: pd.DataFrame, stats: pd.DataFrame, results: pd.DataFrame, path, alpha: float = 0.05,
-                metric: str | None = None) -> Path | None:
+                metric: str | None = None, prunable: pd.DataFrame | None = None,
+                margin: float | None = None) -> Path | None:
     """The metric against the fraction of heads removed, one line per strategy starting at K = 0
     from its own baseline (conditions.reference: the `none` with the same recovery), a band for
     the bounded interval over seeds, seeds as dots, random draws as crosses; a filled marker where
-    the Holm-adjusted primary test against that baseline is below alpha."""
+    the Holm-adjusted primary test against that baseline is below alpha. With ``margin``: the
+    non-inferiority margin as a hatched band under the baseline; with ``prunable`` (prunable.csv)
+    a star at each strategy's prunable K (every K up to it shown non-inferior)."""
     metric = metric or sweep_metric(results)
     s = _primary(summary)
     multi = s[(s["arch"] != "single-head") & (s["arch_init"] != "scratch")]
@@ -160,6 +163,10 @@ def metric_vs_k(summary: pd.DataFrame, stats: pd.DataFrame, results: pd.DataFram
                 if np.isfinite(b["ci_low"]):
                     ax.axhspan(b["ci_low"], b["ci_high"], color=color("none"), alpha=0.12, linewidth=0)
                 ys += [b["mean"], b["ci_low"], b["ci_high"]]
+                if margin:
+                    ax.axhspan(b["mean"] - margin, b["mean"], facecolor="none", edgecolor="0.55", hatch="////",
+                               linewidth=0, label=f"non-inferiority margin ({100 * margin:g} point(s) below the baseline)")
+                    ys.append(b["mean"] - margin)
             for (strategy, per_layer, meth), d in sub.groupby(["strategy", "per_layer", "importance_method"], sort=False):
                 d = d.sort_values("k_fraction")
                 c = color(strategy)
@@ -185,6 +192,10 @@ def metric_vs_k(summary: pd.DataFrame, stats: pd.DataFrame, results: pd.DataFram
                     ok = np.isfinite(lo) & np.isfinite(hi)
                     if ok.any():
                         ax.fill_between(x[ok], lo[ok], hi[ok], color=c, alpha=0.15, linewidth=0)
+                    star = _prunable_point(prunable, task, model, strategy, meth, per_layer, rec, d)
+                    if star is not None:
+                        ax.scatter(*star, marker="*", s=150, color=c, edgecolor="k", linewidth=0.7, zorder=5,
+                                   label="prunable K (every K up to it non-inferior)")
                 pts = seeds[(seeds["task"] == task) & (seeds["model"] == model) & (seeds["strategy"] == strategy)
                             & (seeds["per_layer"] == per_layer) & (seeds["recovery_epochs"] == rec)
                             & (seeds["importance_method"] == meth) & (seeds["arch"] != "single-head")]
@@ -203,8 +214,23 @@ def metric_vs_k(summary: pd.DataFrame, stats: pd.DataFrame, results: pd.DataFram
             ax.set_xlim(left=-0.02)
     _legend(fig, axes)
     _suptitle(fig, f"{metric} vs K. Bands: 95% interval over seeds (logit-scale t, inside the metric's range; 3+ "
-                   f"seeds); dots: seeds; crosses: random draws; filled: Holm p < {alpha:g} vs the unpruned baseline")
+                   f"seeds); dots: seeds; crosses: random draws; filled: Holm p < {alpha:g} vs the unpruned baseline"
+              + (f"; hatched: the non-inferiority margin; star: the prunable K ({Path(layout.PRUNABLE).name})"
+                 if margin else ""))
     return save(fig, path)
+
+
+def _prunable_point(prunable, task, model, strategy, method, per_layer, rec, d: pd.DataFrame):
+    """(x, y) of a curve's prunable K, or None (no prunable.csv row, or K = 0)."""
+    if prunable is None or prunable.empty:
+        return None
+    r = prunable[(prunable["task"] == task) & (prunable["model"] == model) & (prunable["strategy"] == strategy)
+                 & (prunable["importance_method"].fillna("") == method)
+                 & (prunable["per_layer"].astype(bool) == bool(per_layer)) & (prunable["recovery_epochs"] == rec)]
+    if r.empty or not r["prunable_k"].iloc[0] > 0:
+        return None
+    at = d[d["k"] == int(r["prunable_k"].iloc[0])]
+    return (float(at["k_fraction"].iloc[0]), float(at["mean"].iloc[0])) if len(at) else None
 
 
 def _legend(fig, axes):
@@ -292,67 +318,6 @@ def gap_vs_k(stats: pd.DataFrame, results: pd.DataFrame, path, metric: str | Non
     return save(fig, path)
 
 
-def single_vs_multi(summary: pd.DataFrame, stats: pd.DataFrame, results: pd.DataFrame, path, alpha: float = 0.05,
-                    metric: str | None = None) -> Path | None:
-    """Multi-head model vs the single-head strategy and the one-head architecture(s): bars = mean
-    over seeds with the bounded interval, dots = seeds; the Holm p against the reference is in the
-    tick label (never inside the axes)."""
-    metric = metric or sweep_metric(results)
-    fam = stats[(stats["family"] == "multi_vs_single") & stats["primary"].astype(bool)] if len(stats) else stats
-    if fam.empty:
-        return None
-    s = _primary(summary)
-    conds = [as_dict(r) for r in s.to_dict("records")]
-    methods = several_methods(results)
-    seeds = _seed_values(results, metric)
-    cols = sorted(fam[["task", "model"]].drop_duplicates().itertuples(index=False, name=None))
-    fig, axes = _figure(1, len(cols), 1.0 + 1.45 * (1 + fam.groupby(["task", "model"]).size().max()), 4.0)
-    rng = metric_range(metric)
-    for ax, (task, model) in zip(axes.flat, cols):
-        bars, ys = [], []
-        for c in conds:
-            if c["task"] != task or c["model"] != model:
-                continue
-            if not (c["arch"] == "single-head" or c["strategy"] == "single-head"):
-                continue
-            ref, _ = reference(c, conds)
-            lab = label(c, methods)
-            st_ = fam[(fam["task"] == task) & (fam["model"] == model) & (fam["group_b"] == lab)]
-            p = st_["p_adjusted"].iloc[0] if len(st_) else np.nan
-            ptxt = "Holm p n/a" if not np.isfinite(p) else f"Holm p={p:.2g}" + (" *" if p < alpha else "")
-            if ref is not None and all(r[0] != ref for r in bars):
-                bars.append((ref, label(ref, methods), "", color("none")))
-            bars.append((c, lab, ptxt, color("one-head arch" if c["arch"] == "single-head" else "single-head")))
-        ticks = []
-        for i, (c, lab, ptxt, col) in enumerate(bars):
-            r = s[(s["task"] == c["task"]) & (s["model"] == c["model"]) & (s["variant"] == c["variant"])
-                  & (s["strategy"] == c["strategy"]) & (s["k"] == c["k"]) & (s["recovery_epochs"] == c["recovery_epochs"])
-                  & (s["arch_init"] == c["arch_init"]) & (s["importance_method"] == c["importance_method"])]
-            if r.empty:
-                continue
-            r = r.iloc[0]
-            ax.bar(i, r["mean"], color=col, alpha=0.55, width=0.65)
-            if np.isfinite(r["ci_low"]):
-                ax.errorbar(i, r["mean"], yerr=[[r["mean"] - r["ci_low"]], [r["ci_high"] - r["mean"]]], color="k",
-                            capsize=5, lw=1.3)
-            pts = seeds[(seeds["task"] == c["task"]) & (seeds["model"] == c["model"]) & (seeds["variant"] == c["variant"])
-                        & (seeds["strategy"] == c["strategy"]) & (seeds["recovery_epochs"] == c["recovery_epochs"])
-                        & (seeds["arch_init"] == c["arch_init"]) & (seeds["k"] == c["k"])]
-            if pts["seed"].nunique() <= FEW_SEEDS:
-                jit = np.linspace(-0.12, 0.12, len(pts)) if len(pts) > 1 else np.zeros(len(pts))
-                ax.scatter(i + jit, pts["value"], color="k", s=10, zorder=3)
-            ys += [r["mean"], r["ci_low"], r["ci_high"]] + list(pts["value"])
-            ticks.append((i, textwrap.fill(lab, 15) + (f"\n{ptxt}" if ptxt else "")))
-        lo = rng[0] if np.isfinite(rng[0]) else None
-        top = _limits(ys + ([lo] if lo is not None else []), rng, pad=0.08)
-        ax.set_ylim(*top)
-        ax.set_xticks([t for t, _ in ticks], [lab for _, lab in ticks], fontsize=7)
-        ax.set(title=(f"{task}: " if len(cols) > 1 and len({t for t, _ in cols}) > 1 else "") + model, ylabel=metric)
-    _suptitle(fig, "Multi- vs single-head: bars = mean, 95% logit-scale t-interval over seeds (3+ seeds), dots = "
-                   "seeds; Holm p of the paired t-test against the grey bar")
-    return save(fig, path)
-
-
 def show(path) -> None:
     """Display a saved figure in a notebook, or say that it was skipped."""
     from IPython.display import Image, display
@@ -364,9 +329,11 @@ def show(path) -> None:
 
 
 def make_figures(results: pd.DataFrame, importance: pd.DataFrame | None, summary: pd.DataFrame, stats: pd.DataFrame,
-                 fig_dir, alpha: float = 0.05, corr: dict | None = None) -> dict[str, Path]:
+                 fig_dir, alpha: float = 0.05, corr: dict | None = None, prunable: pd.DataFrame | None = None,
+                 margin: float | None = None, per_head: pd.DataFrame | None = None) -> dict[str, Path]:
     """Every figure that the data allows; returns stem -> PNG path (skipped ones absent)."""
     from . import figures_extra as fx
+    from . import figures_heads as fh
     from . import figures_importance as fi
     from .importance import seed_correspondence, shared_only
 
@@ -377,9 +344,11 @@ def make_figures(results: pd.DataFrame, importance: pd.DataFrame | None, summary
     corr = seed_correspondence(results) if corr is None else corr
     shared = shared_only(importance, corr)
     out = {
-        "metric_vs_k": metric_vs_k(summary, stats, results, path["metric_vs_k"], alpha, metric),
+        "metric_vs_k": metric_vs_k(summary, stats, results, path["metric_vs_k"], alpha, metric, prunable, margin),
+        "heads_by_layer": fh.heads_by_layer(results, importance, path["heads_by_layer"]),
+        "per_head": fh.per_head_map(per_head, path["per_head"], alpha),
         "gap_vs_k": gap_vs_k(stats, results, path["gap_vs_k"], metric),
-        "single_vs_multi": single_vs_multi(summary, stats, results, path["single_vs_multi"], alpha, metric),
+        "single_vs_multi": fx.single_vs_multi(summary, stats, results, path["single_vs_multi"], alpha, metric),
         "layer_single_head": fx.layer_single_head(stats, results, path["layer_single_head"], alpha, metric),
         "speedup": fx.speedup(summary, results, path["speedup"], metric),
         "importance_heatmaps": fi.importance_heatmaps(shared, path["importance_heatmaps"]),

@@ -202,7 +202,8 @@ def method_agreement(importance: pd.DataFrame, score: str = "score") -> pd.DataF
 
 
 def task_agreement(importance: pd.DataFrame, fraction: float = 0.1, score: str = "score") -> pd.DataFrame:
-    """Across tasks (Michel et al. section 3.4): per (model, criterion, pair of tasks), the Spearman
+    """Across tasks (cf. Michel et al. section 3.4, which correlates each head's ablation effect on
+    two evaluation sets of one task): per (model, criterion, pair of tasks), the Spearman
     correlation of the heads' mean importance (over seeds) on the two tasks, and the overlap of
     the top and bottom deciles (shared heads / decile size; chance level = decile / heads). Call
     it on heads that correspond (shared_only): the same pretrained model on both tasks."""

@@ -24,7 +24,9 @@ from headsweep.trials.schema import (CONDITION, CORRECTNESS_METRICS, IMPORTANCE_
 
 REQUIRED = ["model", "strategy", "seed"]   # plus the sweep's metric column
 # Strategies whose heads do not depend on an importance criterion: their rows serve every method.
-METHOD_FREE = ("none", "random")
+METHOD_FREE = ("none", "random", "each-head")
+# Strategies whose rows name one layer (layer-single-head) or one head (each-head: layer and head).
+LAYER_STRATEGIES = ("layer-single-head", "each-head")
 
 
 @dataclass
@@ -223,7 +225,7 @@ def clean_results(raw: pd.DataFrame, task: str = "") -> tuple[pd.DataFrame, list
         df = df[~nan].copy()
     defaults = {"arch": "multi-head", "arch_init": "", "recovery_epochs": 0.0, "per_layer": False, "k": 0,
                 "trial_key": None, "importance_method": "gradient", "draw": np.nan, "layer": np.nan,
-                "k_fraction": np.nan, "extra_evals": "{}"}
+                "head": np.nan, "k_fraction": np.nan, "extra_evals": "{}"}
     for col, value in defaults.items():
         if col not in df.columns:
             df[col] = value
@@ -241,13 +243,15 @@ def clean_results(raw: pd.DataFrame, task: str = "") -> tuple[pd.DataFrame, list
     df["per_layer"] = df["per_layer"].fillna(False).astype(bool)
     df["draw"] = pd.to_numeric(df["draw"], errors="coerce").fillna(-1).astype(int)
     df["layer"] = pd.to_numeric(df["layer"], errors="coerce").fillna(-1).astype(int)
+    df["head"] = pd.to_numeric(df["head"], errors="coerce").fillna(-1).astype(int)
     # Normalise what has no meaning for a strategy, so rows pair up across sweeps and methods:
     # per_layer without a K choice, the importance criterion where heads are not ranked, the layer
-    # outside layer-single-head.
-    df.loc[df["strategy"].isin(["none", "single-head", "layer-single-head"]), "per_layer"] = False
+    # outside layer-single-head and each-head, the head outside each-head.
+    df.loc[df["strategy"].isin(["none", "single-head", *LAYER_STRATEGIES]), "per_layer"] = False
     df.loc[df["strategy"] == "none", "k"] = 0
     df.loc[df["strategy"].isin(METHOD_FREE) | (df["arch"] == "single-head"), "importance_method"] = ""
-    df.loc[df["strategy"] != "layer-single-head", "layer"] = -1
+    df.loc[~df["strategy"].isin(LAYER_STRATEGIES), "layer"] = -1
+    df.loc[df["strategy"] != "each-head", "head"] = -1
     df.loc[df["strategy"] != "random", "draw"] = -1
     df["k_fraction"] = pd.to_numeric(df["k_fraction"], errors="coerce").astype(float)
     if df["k_fraction"].isna().any():
@@ -268,7 +272,7 @@ def clean_results(raw: pd.DataFrame, task: str = "") -> tuple[pd.DataFrame, list
         notes.append(f"dropped {int(dup.sum())} duplicate trial row(s) (same condition, seed and draw), kept the last")
         df = df[~dup]
     df = df.sort_values(["task", "model", "arch", "arch_init", "importance_method", "strategy", "per_layer", "k",
-                         "layer", "recovery_epochs", "seed", "draw"])
+                         "layer", "head", "recovery_epochs", "seed", "draw"])
     return df.reset_index(drop=True), notes
 
 

@@ -1,4 +1,5 @@
-"""analyze(): sweep directory (or several) -> stats.csv, summary.csv, figures/, report.md, executed analysis.ipynb.
+"""analyze(): sweep directory (or several) -> stats.csv, summary.csv, prunable.csv, per_head.csv, figures/, report.md,
+executed analysis.ipynb.
 
 One source of numbers: the tables are computed once, in this process, and written; the figures
 and the report are drawn from those same tables; the notebook *reads* stats.csv, summary.csv,
@@ -22,9 +23,11 @@ from headsweep.trials import atomic, layout
 from headsweep.trials.schema import CORRECTNESS_METRICS
 
 from .compare import compare
+from .equivalence import margin_of, prunable
 from .examples import mcnemar_by_seed
 from .importance import seed_correspondence
 from .load import load, write_csv, write_text
+from .per_head import importance_vs_damage, per_head_effects
 from .report import build_report
 from .report_sections import extra_summary
 from .stats import summarize
@@ -47,19 +50,28 @@ def read_table(path) -> pd.DataFrame:
     return df
 
 
-def compute(sweep, *, alpha: float = 0.05, conf: float = 0.95) -> dict:
-    """Every table of the analysis, in memory: summary, stats, mcnemar (or None), corr."""
+def compute(sweep, *, alpha: float = 0.05, conf: float = 0.95, n_boot: int = 2000) -> dict:
+    """Every table of the analysis, in memory: summary, stats, mcnemar (or None), corr, margin
+    (spec.yaml's analysis.margin) and notes, prunable, per_head, damage. Raises UserError (bad
+    input) before anything is written."""
     results = sweep.results
+    margin, notes = margin_of(sweep.specs)
     predictions = sweep if sweep.has_predictions else None
     summary = summarize(results, sweep.metric, conf)
     extra = extra_summary(results, sweep.metric, conf) if len(results) else pd.DataFrame()
     if len(extra):
         summary = pd.concat([summary, extra[summary.columns]], ignore_index=True)
-    stats = compare(results, predictions, metric=sweep.metric, alpha=alpha, conf=conf)
+    stats = compare(results, predictions, metric=sweep.metric, alpha=alpha, conf=conf, margin=margin)
     mcn = (mcnemar_by_seed(results, predictions) if predictions is not None and sweep.metric in CORRECTNESS_METRICS
            and len(results) else None)
     corr = seed_correspondence(results) if len(results) else {}
-    return {"summary": summary, "stats": stats, "mcnemar": mcn, "corr": corr}
+    empty = len(results) == 0
+    return {"summary": summary, "stats": stats, "mcnemar": mcn, "corr": corr, "margin": margin, "notes": notes,
+            "prunable": prunable(results, stats, margin, alpha=alpha, conf=conf, n_boot=n_boot, metric=sweep.metric)
+            if not empty else None,
+            "per_head": per_head_effects(results, predictions, corr, metric=sweep.metric, alpha=alpha, conf=conf)
+            if not empty else None,
+            "damage": importance_vs_damage(results, sweep.importance, corr, sweep.metric) if not empty else None}
 
 
 def _cells(dirs: list[Path], root: Path, alpha: float) -> list:
@@ -86,15 +98,23 @@ def _cells(dirs: list[Path], root: Path, alpha: float) -> list:
              "for note in sweep.notes:\n    print('NOTE:', note)\n"
              "sweep.results.groupby(['model', 'arch', 'strategy']).size().rename('trials').to_frame()"),
         md("## The answer first: headline, sanity check and curve-level tests\n\nPer model the unpruned baseline "
-           "and top / bottom / random at the largest K (difference to the baseline, Holm p); top-K vs bottom-K at the "
-           "largest K (the "
-           "ranking must make the important heads matter more), then per model and pair of strategies the "
-           "difference between the two curves averaged over K, paired t-test over seeds, Holm over the family."),
+           "and top / bottom / random at the largest K (difference to the baseline, Holm p); the sanity check (the "
+           "curve-level top-K vs bottom-K test: the ranking must make the important heads matter more over the K "
+           "range), then per model and pair of strategies the difference between the two curves averaged over K, "
+           "paired t-test over seeds, Holm over the family."),
         code("cols = ['family', 'model', 'group_a', 'group_b', 'n', 'difference', 'ci_low', 'ci_high', 'sim_ci_low', "
              "'sim_ci_high', 'effect_size', 'p', 'p_adjusted', 'significant', 'note']\n"
              "display(analysis.headline(stats, summary))\ndisplay(analysis.sanity_check(stats, ALPHA))\n"
              "prim = analysis.primary(stats)\n"
              "prim[prim['family'] == 'curve'][cols]"),
+        md("### How many heads can go\n\nPer model and strategy the prunable fraction: the largest K up to which "
+           "every K of the grid is shown non-inferior to the unpruned model (its loss shown smaller than the margin "
+           f"declared in {layout.SPEC}, `analysis.margin`; one-sided paired t-test over seeds, Holm over the family "
+           "`noninferiority`), with a seed-bootstrap 95% interval. A drop that is not significant does not show that "
+           "nothing was lost; only these tests say a K can go."),
+        code(f"pp = out / {Path(layout.PRUNABLE).name!r}\n"
+             "display(pd.read_csv(pp) if pp.exists() else 'no prunable fraction: no top/bottom/random/iterative curve')\n"
+             "prim[prim['family'] == 'noninferiority'][cols]"),
         md("### The gap against K\n\nTop minus bottom and top minus random at each K (0 at K = 0), with the "
            "unadjusted 95% interval over seeds and each seed as a dot. Below 0: the heads ranked important matter "
            "more."),
@@ -110,12 +130,25 @@ def _cells(dirs: list[Path], root: Path, alpha: float) -> list:
         md("### Against the unpruned baseline, K on the x axis\n\nEvery curve starts at K = 0 from its own "
            "baseline (the unpruned model fine-tuned for as long); filled markers: Holm p < ALPHA against it."),
         code("figures.show(fig('metric_vs_k') if fig('metric_vs_k').exists() else None)"),
+        md("### Where the pruned heads sit\n\nThe share of each layer's heads that each strategy removes at each K "
+           "(from heads_removed, mean over seeds and draws)."),
+        code("figures.show(fig('heads_by_layer') if fig('heads_by_layer').exists() else None)"),
         md("### Multi-head vs single-head\n\nThe `single-head` strategy (the most important head of every layer "
            "kept) and the one-head architecture against the multi-head model; Holm p in the tick labels. Then "
-           "`layer-single-head`: one layer at a time reduced to its most important head, against the baseline."),
+           "`layer-single-head`: one layer at a time reduced to one head (the importance-ranked head, or with "
+           "`keep: best` the best head on the evaluation set: an oracle), against the baseline."),
         code("figures.show(fig('single_vs_multi') if fig('single_vs_multi').exists() else None)\n"
              "figures.show(fig('layer_single_head') if fig('layer_single_head').exists() else None)\n"
              "prim[prim['family'].isin(['multi_vs_single', 'layer_single_head'])][cols]"),
+        md("### Each head removed alone\n\nStrategy `each-head`: per head the difference to the unpruned model "
+           "(seeds as the unit where heads correspond across seeds, else per seed with the example as the unit), "
+           "Benjamini-Hochberg q over the model's heads; then whether each importance criterion predicts that damage "
+           "(Spearman within each seed)."),
+        code(f"ph, dm = out / {Path(layout.PER_HEAD).name!r}, out / {Path(layout.IMPORTANCE_VS_DAMAGE).name!r}\n"
+             "if not ph.exists():\n    print('no each-head trials in this sweep')\nelse:\n"
+             "    figures.show(fig('per_head') if fig('per_head').exists() else None)\n"
+             "    display(pd.read_csv(ph).sort_values('difference').head(20))\n"
+             "    display(pd.read_csv(dm) if dm.exists() else 'no importance scores to compare with')"),
         md("### Per example (secondary)\n\nA paired t-test over examples, each example's correctness averaged over "
            "seeds (and draws) first, so an example is one unit. Only for correctness-based metrics."),
         code("ex = stats[stats['level'] == 'examples']\nprint('no per-example tests in this sweep') if ex.empty else "
@@ -192,12 +225,12 @@ def analyze(sweep_dirs, *, execute: bool = True, timeout: int = 600, alpha: floa
     Output goes to ``<out>/analysis/`` (default: the first sweep directory). Every input is
     read and checked before anything is written: bad input raises trials.errors.UserError and
     leaves no file behind. Notebook execution errors are raised after everything else is written.
-    (n_boot is accepted for compatibility; no test resamples.)"""
+    n_boot: resamples of the prunable fraction's seed bootstrap (default 2000)."""
     from . import figures
 
     sweep = load(sweep_dirs)
     root = Path(out).expanduser().resolve() if out is not None else sweep.path
-    tables = compute(sweep, alpha=alpha)
+    tables = compute(sweep, alpha=alpha, n_boot=2000 if n_boot is None else n_boot)
     # --- nothing is written above this line ---
     fig_dir = root / layout.FIGURES
     fig_dir.mkdir(parents=True, exist_ok=True)
@@ -205,20 +238,25 @@ def analyze(sweep_dirs, *, execute: bool = True, timeout: int = 600, alpha: floa
         for fmt in layout.FIGURE_FORMATS:
             (root / layout.figure_file(stem, fmt)).unlink(missing_ok=True)
     results, summary, stats = sweep.results, tables["summary"], tables["stats"]
-    figs = figures.make_figures(results, sweep.importance, summary, stats, fig_dir, alpha, tables["corr"]) \
-        if len(results) else {}
+    figs = figures.make_figures(results, sweep.importance, summary, stats, fig_dir, alpha, tables["corr"],
+                                tables["prunable"], tables["margin"], tables["per_head"]) if len(results) else {}
     paths = {"stats": write_csv(root / layout.STATS, stats), "summary": write_csv(root / layout.SUMMARY, summary),
              "figures": fig_dir}
-    if tables["mcnemar"] is not None:
-        write_csv(root / layout.MCNEMAR_BY_SEED, tables["mcnemar"])
-    else:
-        (root / layout.MCNEMAR_BY_SEED).unlink(missing_ok=True)
-    report = build_report(sweep.name, results, stats, summary, sweep.importance, sweep.notes, alpha, figs,
-                          corr=tables["corr"], sweeps=[str(p) for p in sweep.paths])
+    for key, name in (("mcnemar", layout.MCNEMAR_BY_SEED), ("prunable", layout.PRUNABLE),
+                      ("per_head", layout.PER_HEAD), ("damage", layout.IMPORTANCE_VS_DAMAGE)):
+        table = tables[key]
+        if table is not None and (key in ("mcnemar", "prunable") or len(table)):
+            paths[key] = write_csv(root / name, table)
+        else:   # no stale table from an earlier, fuller run
+            (root / name).unlink(missing_ok=True)
+    report = build_report(sweep.name, results, stats, summary, sweep.importance, sweep.notes + tables["notes"], alpha,
+                          figs, corr=tables["corr"], sweeps=[str(p) for p in sweep.paths], prunable=tables["prunable"],
+                          per_head=tables["per_head"], damage=tables["damage"], margin=tables["margin"])
     paths["report"] = write_text(root / layout.REPORT, report)
     nb_path = root / layout.NOTEBOOK
     nb = build_notebook(sweep.paths, alpha=alpha, root=root)
     if execute:
         nb = execute_notebook(nb, root / layout.ANALYSIS, timeout=timeout, save_to=nb_path)
     paths["notebook"] = _write_nb(nb_path, nb)
-    return {k: paths[k] for k in ("notebook", "report", "stats", "figures", "summary")}
+    return {k: paths[k] for k in ("notebook", "report", "stats", "figures", "summary", "prunable", "per_head")
+            if k in paths}

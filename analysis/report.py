@@ -18,6 +18,7 @@ from headsweep.trials import layout
 from headsweep.trials.schema import CORRECTNESS_METRICS
 
 from .compare import power_warnings, primary
+from .conditions import ORACLE
 from .curves import sanity_check
 
 FAMILY_TITLES = {
@@ -35,7 +36,10 @@ ARCH_INIT = {
                "task. This is the clean architectural comparison (multi-head vs one head at equal size).",
 }
 SINGLE_HEAD_TEXT = ("`single-head` keeps only the most important head of *every* layer at once; `layer-single-head` "
-                    "(Michel et al. Table 2) does so to *one* layer at a time and leaves the others intact.")
+                    "reduces *one* layer at a time to one head and leaves the others intact: with `keep: ranked` the "
+                    "head the importance criterion ranks first (ours), with `keep: best` the head that does best on "
+                    "the evaluation set, found by trying each one (an oracle that looks at the evaluation set; "
+                    "Michel et al. section 3.3, Tables 2-3).")
 
 
 def fmt_p(p: float) -> str:
@@ -51,9 +55,12 @@ def p_is(p: float) -> str:
 
 
 def fmt_pts(x: float, signed: bool = False) -> str:
-    """A metric value or difference in points (x 100), one decimal; signed differences get + / -."""
+    """A metric value or difference in points (x 100), one decimal; signed differences get + / -,
+    except one that rounds to 0.0 (no "+0.0" for a difference of +0.0004)."""
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "n/a"
+    if round(100 * x, 1) == 0:
+        return "0.0"   # neither "+0.0" nor "-0.0"
     return f"{100 * x:+.1f}" if signed else f"{100 * x:.1f}"
 
 
@@ -62,7 +69,13 @@ def ci_text(lo: float, hi: float) -> str:
 
 
 def direction(d: float) -> str:
-    return "lower" if d < 0 else "higher" if d > 0 else "unchanged"
+    """The one word of direction, following the sign as printed: a difference that rounds to 0.0
+    points gets none (it is below the printed precision, which says nothing about its test)."""
+    if math.isnan(d):
+        return "not available"
+    if round(100 * d, 1) == 0:
+        return "less than 0.05 points either way"
+    return "lower" if d < 0 else "higher"
 
 
 def _methods_text(r, several: bool) -> str:
@@ -86,11 +99,15 @@ def _what(r, several_methods: bool = False) -> str:
         text = f"iterative pruning (remove the least important, re-score, repeat) to {pct} of the heads ({total})"
     elif s == "single-head":
         text = f"keeping only the most important head of every layer (K = {k} removed)"
+    elif s == "layer-single-head" and r["importance_method"] == ORACLE:
+        text = (f"keeping only the best head of layer {int(r['layer'])} (an oracle: every head tried on the evaluation "
+                f"set), the rest intact (K = {k} removed)")
     elif s == "layer-single-head":
-        text = f"keeping only the most important head of layer {int(r['layer'])}, the rest intact (K = {k} removed)"
+        text = (f"keeping only the head of layer {int(r['layer'])} ranked first by {r['importance_method']}, the rest "
+                f"intact (K = {k} removed)")
     else:
         text = r["group_b"]
-    text += _methods_text(r, several_methods)
+    text += "" if s == "layer-single-head" else _methods_text(r, several_methods)
     if r["recovery_epochs"] and r["arch_b"] != "single-head":
         text += f" with {r['recovery_epochs']:g} epoch(s) of recovery fine-tuning"
     return text
@@ -99,7 +116,11 @@ def _what(r, several_methods: bool = False) -> str:
 def _seed_evidence(r, alpha: float) -> str:
     n = int(r["n"])
     parts = []
-    if math.isnan(r["ci_low"]):
+    zero = n >= 2 and r.get("sd") == 0
+    if zero:
+        parts.append(f"the same difference in all {n} seeds (zero variance): no interval, and t is undefined, so p "
+                     "is set to 1 and the comparison stays in its Holm family")
+    elif math.isnan(r["ci_low"]):
         parts.append("no interval: fewer than 3 seeds" if n < 3 else "no interval")
     else:
         parts.append(f"unadjusted 95% CI {ci_text(r['ci_low'], r['ci_high'])}")
@@ -107,12 +128,13 @@ def _seed_evidence(r, alpha: float) -> str:
             parts.append(f"simultaneous 95% CI over the {int(r['family_size'])} comparison(s) of its family "
                          f"{ci_text(r['sim_ci_low'], r['sim_ci_high'])}")
     if math.isnan(r["p"]):
-        parts.append(f"not testable across seeds with {n} seed(s)" if n < 2 else
-                     f"the same difference in all {n} seeds, so the paired t-test is undefined")
+        parts.append(f"not testable across seeds with {n} seed(s)")
     else:
         verdict = "significant" if r["p_adjusted"] < alpha else "not significant"
         parts.append(f"paired t-test over {n} seeds, Holm {p_is(r['p_adjusted'])}, {verdict} at {alpha:g}")
-    if math.isnan(r["effect_size"]):
+    if zero:
+        pass
+    elif math.isnan(r["effect_size"]):
         parts.append("no effect size" + (" with fewer than 3 seeds" if n < 3 else ""))
     else:
         parts.append(f"Cohen's dz = {r['effect_size']:.2f}")
@@ -159,32 +181,35 @@ def curve_finding(r, alpha: float = 0.05) -> str:
 
 
 def sanity_lines(stats: pd.DataFrame, alpha: float) -> list[str]:
-    """Top vs bottom at the largest K, in plain words; failures first."""
+    """Does removing the top-ranked heads hurt more than removing the bottom-ranked ones, over the
+    whole K range (the curve-level test, curves.sanity_check)? In plain words; failures first."""
     sc = sanity_check(stats, alpha)
     if sc.empty:
-        return ["**Sanity check.** Not possible: this sweep has no top-K and bottom-K trials at a shared K."]
-    order = {"inverted": 0, "tie": 1, "weak": 2, "ok": 3}
-    sc = sc.assign(_o=sc["verdict"].map(order)).sort_values("_o")
+        return ["**Sanity check.** Not possible: this sweep has no top-K and bottom-K curves with a shared K."]
+    order = {"inverted": 0, "uninformative": 1, "weak": 2, "ok": 3}
+    sc = sc.assign(_o=sc["verdict"].map(order)).sort_values("_o", kind="stable")
+    several = stats["importance_method"].replace({"": pd.NA, ORACLE: pd.NA}).nunique() > 1
     out = []
     for r in sc.itertuples(index=False):
-        several = stats["importance_method"].replace("", pd.NA).nunique() > 1
         who = (f"{r.task}: " if sc["task"].nunique() > 1 else "") + r.model + \
             (f" [{r.importance_method}]" if several else "") + (" per layer" if r.per_layer else "") + \
             (f" with {r.recovery_epochs:g} recovery epoch(s)" if r.recovery_epochs else "")
-        nums = (f"at K = {int(r.k)} ({100 * r.k_fraction:.0f}% of the heads) removing the most important heads leaves "
-                f"{fmt_pts(r.mean_top)}, removing the least important leaves {fmt_pts(r.mean_bottom)} "
-                f"(top - bottom = {fmt_pts(r.difference, True)} points over {int(r.n_seeds)} seed(s), Holm "
-                f"{p_is(r.p_adjusted)})")
+        test = (f"curve-level test over {int(r.n_seeds)} seed(s), Holm {p_is(r.p_adjusted)}" if not math.isnan(r.p_adjusted)
+                else f"not testable with {int(r.n_seeds)} seed(s)")
+        nums = (f"averaged over K from 0 to {100 * r.k_fraction:.0f}% of the heads, the top-K curve minus the bottom-K "
+                f"curve is {fmt_pts(r.difference, True)} points ({test})")
         if r.verdict == "inverted":
             out.append(f"- **Sanity check FAILED for {who}: the importance ranking is inverted.** {nums[0].upper()}"
                        f"{nums[1:]}: the heads ranked least important matter more than those ranked most important.")
-        elif r.verdict == "tie":
-            out.append(f"- **Sanity check FAILED for {who}: the ranking is uninformative.** {nums[0].upper()}{nums[1:]}.")
+        elif r.verdict == "uninformative":
+            out.append(f"- **Sanity check FAILED for {who}: removing the top-ranked heads is not shown to hurt more than "
+                       f"removing the bottom-ranked ones.** {nums[0].upper()}{nums[1:]}; the ranking may be "
+                       "uninformative.")
         elif r.verdict == "weak":
-            out.append(f"- Sanity check for {who}: top-K hurts more than bottom-K, but not significantly: "
+            out.append(f"- Sanity check for {who}: top-K hurts more than bottom-K in these seeds, but not significantly: "
                        f"{nums}. The ranking may be uninformative.")
         else:
-            out.append(f"- Sanity check passed for {who}: top-K hurts more than bottom-K, {nums}.")
+            out.append(f"- Sanity check passed for {who}: top-K hurts more than bottom-K over the K range: {nums}.")
     return out
 
 
@@ -197,9 +222,14 @@ def _table(df: pd.DataFrame) -> str:
 
 def build_report(name: str, results: pd.DataFrame, stats: pd.DataFrame, summary: pd.DataFrame,
                  importance: pd.DataFrame | None = None, notes=(), alpha: float = 0.05, figures=None,
-                 corr: dict | None = None, sweeps=None) -> str:
+                 corr: dict | None = None, sweeps=None, prunable: pd.DataFrame | None = None,
+                 per_head: pd.DataFrame | None = None, damage: pd.DataFrame | None = None,
+                 margin: float | None = None) -> str:
     """The whole report as Markdown text."""
+    from . import report_pruning as rp
     from . import report_sections as rs
+    from .equivalence import DEFAULT_MARGIN
+    from .per_head import layer_shares
     from .conditions import several_methods, several_tasks, sweep_metric
 
     out = [f"# Head-removal sweep `{name}`", ""]
@@ -222,6 +252,7 @@ def build_report(name: str, results: pd.DataFrame, stats: pd.DataFrame, summary:
     else:
         out += ["**Curve-level tests.** None: this sweep has no pair of strategies measured at a shared K.", ""]
     out += rs.headline_lines(stats, summary, alpha)
+    out += rp.prunable_lines(prunable, stats, alpha)
     seeds = sorted(results["seed"].unique())
     out += [f"{len(results)} evaluated trials; " + (f"tasks: {', '.join(sorted(results['task'].unique()))}; "
                                                     if tasks else "")
@@ -229,7 +260,7 @@ def build_report(name: str, results: pd.DataFrame, stats: pd.DataFrame, summary:
             f"{', '.join(sorted(results['strategy'].unique()))}; {len(seeds)} seed(s) ({', '.join(map(str, seeds))}). "
             f"Primary metric: **{metric}**.", "",
             rs.how_to_read(metric), ""]
-    warn = list(notes) + power_warnings(stats, alpha) + rs.metric_notes(metric, stats)
+    warn = list(notes) + power_warnings(stats, alpha, margin or DEFAULT_MARGIN) + rs.metric_notes(metric, stats)
     if warn:
         out += ["## Notes and warnings", ""] + [f"- {w}" for w in warn] + [""]
     for family, title in FAMILY_TITLES.items():
@@ -245,6 +276,8 @@ def build_report(name: str, results: pd.DataFrame, stats: pd.DataFrame, summary:
             out.append(finding(r, ex, alpha, methods))
         out.append("")
     out += rs.layer_section(prim, alpha)
+    out += rp.layer_lines(layer_shares(results, importance))
+    out += rp.per_head_lines(per_head, damage, alpha)
     out += rs.draws_section(summary)
     out += rs.methods_section(prim, importance, alpha)
     out += rs.importance_section(results, importance, corr)

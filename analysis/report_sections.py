@@ -79,15 +79,23 @@ def arch_init_lines(results: pd.DataFrame, texts: dict) -> list[str]:
 
 
 def layer_section(prim: pd.DataFrame, alpha: float) -> list[str]:
-    """Michel et al. Table 2: one layer at a time reduced to its most important head."""
+    """One layer at a time reduced to one head: the importance-ranked head (keep: ranked, ours) or
+    the best one on the evaluation set (keep: best, the oracle of Michel et al. section 3.3)."""
+    from .conditions import ORACLE
+
     rows = prim[prim["family"] == "layer_single_head"] if len(prim) else prim
     if rows.empty:
         return []
-    out = ["## One layer at a time (Michel et al. Table 2)", "",
-           "Each row keeps only the most important head of one layer and leaves every other layer intact, against "
-           f"the unpruned model (family `layer_single_head`, Holm over {int(rows['family_size'].max())}).", ""]
+    out = ["## One layer at a time", "",
+           "Each row keeps only one head of one layer and leaves every other layer intact, against the unpruned model "
+           f"(family `layer_single_head`, Holm over {int(rows['family_size'].max())}). The head kept is either the one "
+           "an importance criterion ranks first (`keep: ranked`, ours) or the best one found by trying every head on "
+           "the evaluation set (`keep: best`, an **oracle**: it looks at the evaluation set, so its numbers are "
+           "optimistic; this is what Michel et al. section 3.3, Tables 2-3, report).", ""]
     for (task, model), g in rows.groupby(["task", "model"], sort=True):
         t = pd.DataFrame({
+            "head kept": ["best (oracle, on the evaluation set)" if m == ORACLE else f"ranked first by {m}"
+                          for m in g["importance_method"]],
             "layer": g["layer"].astype(int),
             "change (points)": [fmt_pts(d, True) for d in g["difference"]],
             "unadjusted 95% CI": [ci_text(lo, hi) if not math.isnan(lo) else "n/a (< 3 seeds)"
@@ -96,8 +104,6 @@ def layer_section(prim: pd.DataFrame, alpha: float) -> list[str]:
             "Holm p": [p_is(p).removeprefix("p ").removeprefix("= ") for p in g["p_adjusted"]],
             "significant": ["yes" if p < alpha else "no" for p in g["p_adjusted"].fillna(1)],
             "id": g["comparison_id"]})
-        if g["importance_method"].nunique() > 1:
-            t.insert(0, "criterion", g["importance_method"])
         if g["recovery_epochs"].nunique() > 1:
             t.insert(1, "recovery epochs", g["recovery_epochs"])
         out += [f"**{model}**" + (f" ({task})" if prim["task"].nunique() > 1 else ""), "", _table(t), ""]
@@ -145,12 +151,13 @@ def methods_section(prim: pd.DataFrame, importance, alpha: float) -> list[str]:
                 "gap, so it separates harmful from harmless heads more.", ""]
         for _, r in rows.iterrows():
             d = r["difference"]
-            ev = ("no interval (fewer than 3 seeds)" if math.isnan(r["ci_low"]) else
+            ev = ("no interval" + (" (fewer than 3 seeds)" if r["n"] < 3 else "") if math.isnan(r["ci_low"]) else
                   f"unadjusted 95% CI {ci_text(r['ci_low'], r['ci_high'])}")
-            test = (f"paired t-test over {int(r['n'])} seeds, Holm {p_is(r['p_adjusted'])}, "
+            zero = "" if not r.get("sd") == 0 else (f"the same difference in all {int(r['n'])} seeds (zero variance): "
+                                                       "t undefined, p set to 1; ")
+            test = (f"{zero}paired t-test over {int(r['n'])} seeds, Holm {p_is(r['p_adjusted'])}, "
                     f"{'significant' if r['p_adjusted'] < alpha else 'not significant'} at {alpha:g}"
-                    if not math.isnan(r["p"]) else f"not testable with {int(r['n'])} seed(s)" if r["n"] < 2
-                    else f"the same difference in all {int(r['n'])} seeds, so the t-test is undefined")
+                    if not math.isnan(r["p"]) else f"not testable with {int(r['n'])} seed(s)")
             who = f"{r['task']}: {r['model']}" if rows["task"].nunique() > 1 else r["model"]
             first, second = (_criterion(r["group_b"]), _criterion(r["group_a"]))
             better = ("" if not d or math.isnan(d) else
@@ -199,9 +206,10 @@ def importance_section(results: pd.DataFrame, importance, corr: dict | None) -> 
             out.append(f"  In the top decile in all {n} seed(s): {top}; in the bottom decile in all: {bot}.")
         tasks = task_agreement(shared)
         if len(tasks):
-            out += ["", "Across tasks (Michel et al. section 3.4): Spearman correlation of the heads' mean importance on "
-                    "two tasks, and the share of the top / bottom decile the tasks have in common (chance level "
-                    "shown).", "",
+            out += ["", "Across tasks: Spearman correlation of the heads' mean importance on two tasks, and the share "
+                    "of the top / bottom decile the tasks have in common (chance level shown). (Michel et al. section "
+                    "3.4 asks a related question differently: the correlation of each head's ablation effect on two "
+                    "evaluation sets of one task, Fig. 2.)", "",
                     _table(pd.DataFrame({"model": tasks["model"], "criterion": tasks["method"],
                                          "tasks": tasks["task_a"] + " / " + tasks["task_b"],
                                          "heads": tasks["n_heads"], "Spearman": tasks["spearman"].map("{:.2f}".format),
@@ -255,7 +263,7 @@ def efficiency_section(results: pd.DataFrame, metric: str) -> list[str]:
     cols = [c for c in ("attn_params_kept", "params_pruned", "params_total", "speedup") if c in results.columns]
     if not cols or not results[cols].notna().any().any():
         return []
-    r = results[results["arch"] != "single-head"]
+    r = results[(results["arch"] != "single-head") & (results["strategy"] != "each-head")]   # per_head.csv has those
     g = r.groupby(["model", "strategy", "k"], sort=True).agg(
         **{metric: (metric, "mean")}, **{c: (c, "mean") for c in cols}).reset_index()
     g = g[g[cols].notna().any(axis=1)]
@@ -280,8 +288,9 @@ def _summary_table(summary: pd.DataFrame) -> str:
         "k_fraction": summary["k_fraction"].map(lambda x: f"{x:.2f}"),
         "per_layer": summary["per_layer"], "layer": summary["layer"].map(lambda x: "" if x < 0 else int(x)),
         "recovery_epochs": summary["recovery_epochs"], "n": summary["n"], "mean": summary["mean"].map(fmt_pts),
-        "95% interval": [ci_text(lo, hi) if not math.isnan(lo) else "n/a (< 3 seeds)"
-                         for lo, hi in zip(summary["ci_low"], summary["ci_high"])]})
+        "95% interval": [ci_text(lo, hi) if not math.isnan(lo) else "n/a (zero variance)" if "zero variance" in str(nt)
+                         else "n/a (< 3 seeds)" for lo, hi, nt in zip(summary["ci_low"], summary["ci_high"],
+                                                                      summary["note"])]})
     if "task" in summary.columns and summary["task"].nunique() > 1:
         t.insert(0, "task", summary["task"])
     if not (summary["importance_method"].replace("", np.nan).nunique() > 1):
@@ -291,8 +300,12 @@ def _summary_table(summary: pd.DataFrame) -> str:
 
 def summary_section(summary: pd.DataFrame, metric: str) -> list[str]:
     s = summary[~summary["extra_eval"].astype(bool)] if len(summary) else summary
+    each = s["strategy"] == "each-head" if len(s) else s
+    s = s[~each] if len(s) else s
     if s.empty:
         return []
+    more = (f" Each head removed alone (each-head, {int(each.sum())} conditions) is in "
+            f"{Path(layout.PER_HEAD).name} instead." if each.any() else "")
     return [f"## {metric} per condition (points, mean over seeds; 95% interval: Student t on the logit scale, "
-            "inside the metric's range)", "",
-            _summary_table(s), ""]
+            "inside the metric's range)", "", f"A condition with the same value in every seed gets no interval.{more}",
+            "", _summary_table(s), ""]

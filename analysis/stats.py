@@ -134,6 +134,9 @@ def summarize(results: pd.DataFrame, metric: str | None = None, conf: float = 0.
         mean, lo, hi = mean_interval(x, metric, conf, n_eval.get(key))
         n = len(x)
         std = float(np.std(x, ddof=1)) if n > 1 else math.nan
+        same = n >= MIN_SEEDS_INTERVAL and np.ptp(x) == 0
+        if same:   # a zero-width "interval" would claim certainty: said in words instead
+            lo = hi = math.nan
         draws = g["n_draws"].to_numpy(int)
         rows.append({**dict(zip(cols, key)), "metric": metric, "eval_split": split, "extra_eval": False, "n": n,
                      "mean": mean, "std": std, "sem": std / math.sqrt(n) if n > 1 else math.nan,
@@ -142,15 +145,20 @@ def summarize(results: pd.DataFrame, metric: str | None = None, conf: float = 0.
                                   f"{metric_range(metric)[1]:g}]" if not math.isnan(lo) else "none"),
                      "n_draws": float(draws.mean()), "draw_sd": float(np.nanmean(g["draw_sd"])) if draws.max() > 1
                      else math.nan, "seeds": ",".join(str(s) for s in sorted(g["seed"])),
-                     "note": "" if n >= MIN_SEEDS_INTERVAL else NO_INTERVAL})
+                     "note": NO_INTERVAL if n < MIN_SEEDS_INTERVAL else same_value(n) if same else ""})
     return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+
+
+def same_value(n: int) -> str:
+    """The words for a condition (or difference) with zero variance over its seeds."""
+    return f"the same value in all {n} seeds (zero variance): no interval"
 
 
 def cohens_dz(d, min_n: int = MIN_SEEDS_INTERVAL) -> float:
     """Standardised mean of paired differences (mean / sd). NaN with fewer than ``min_n`` pairs
     (an sd from one degree of freedom makes dz meaningless) or a zero sd."""
     d = np.asarray(d, dtype=float)
-    if len(d) < max(2, min_n):
+    if len(d) < max(2, min_n) or np.ptp(d) == 0:   # identical values: sd 0 (not a float residue of 1e-17)
         return math.nan
     sd = d.std(ddof=1)
     return float(d.mean() / sd) if sd > 0 else math.nan
@@ -159,12 +167,16 @@ def cohens_dz(d, min_n: int = MIN_SEEDS_INTERVAL) -> float:
 def paired_t(d) -> tuple[float, float]:
     """(t, two-sided p) of a one-sample t-test on paired differences d (= scipy's ttest_1samp).
 
-    NaN when n < 2 or all differences are identical (t is undefined there and a p of 0 would
-    overstate what identical numbers can show)."""
+    NaN when n < 2 (not testable). When all differences are identical t is undefined (zero
+    variance); p is then 1, not NaN: a p of 0 would overstate what identical numbers can show, and
+    a NaN would drop the comparison from its Holm family, making the family's size depend on the
+    data (the sign-flip test gives p = 1 for identical zeros too)."""
     d = np.asarray(d, dtype=float)
     n = len(d)
-    if n < 2 or np.ptp(d) == 0:
+    if n < 2:
         return (math.nan, math.nan)
+    if np.ptp(d) == 0:
+        return (math.nan, 1.0)
     t = d.mean() / (d.std(ddof=1) / math.sqrt(n))
     return (float(t), float(2 * st.t.sf(abs(t), n - 1)))
 

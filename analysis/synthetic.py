@@ -11,9 +11,10 @@ The generative model is small but has the structure real sweeps have:
            per-example difficulty shared by all trials of a model, so trials agree on easy and
            hard examples like real models do, and P(correct) is exactly the trial's accuracy.
 Rows are built with trials.schema.result_row, with every column a real trial writes that the
-analysis reads: metric, importance_method, draw (random_draws), layer (layer-single-head), step
-and spec_key (iterative), arch_init, config (so head correspondence can be read), extra_evals,
-attn_params_kept / params_pruned / speedup.
+analysis reads: metric, importance_method (oracle for layer-single-head keep: best), draw
+(random_draws), layer (layer-single-head, each-head), head (each-head), step and spec_key
+(iterative, a row at every grid K), arch_init, config (so head correspondence can be read),
+extra_evals, attn_params_kept / params_pruned / speedup; spec.yaml with analysis.margin.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ from scipy import stats as st
 from headsweep.trials import layout
 from headsweep.trials.schema import CLASSIC_STRATEGIES, IMPORTANCE_COLUMNS, result_row
 
+from .conditions import ORACLE
+from .equivalence import DEFAULT_MARGIN
 from .load import write_csv, write_text
 
 DEFAULT_MODELS = {"gpt2": (4, 4), "distilbert": (3, 4)}  # label -> (layers, heads per layer)
@@ -41,7 +44,8 @@ def default_effect(model: str, strategy: str, k_fraction: float, recovery_epochs
     if arch == "single-head":
         return -0.10
     drop = {"none": 0.0, "top": -0.6 * k_fraction, "bottom": -0.02 * k_fraction, "random": -0.25 * k_fraction,
-            "iterative": -0.015 * k_fraction, "single-head": -0.15, "layer-single-head": -0.03}.get(strategy, 0.0)
+            "iterative": -0.015 * k_fraction, "single-head": -0.15, "layer-single-head": -0.03,
+            "each-head": 0.0}.get(strategy, 0.0)
     return drop / (1.0 + recovery_epochs)
 
 
@@ -57,7 +61,9 @@ class SyntheticSweep:
     predictions: dict = field(default_factory=dict)  # trial_key -> DataFrame
 
 
-def _importance(rng, model: str, n_layers: int, n_heads: int, seeds, methods) -> pd.DataFrame:
+def _importance(rng, model: str, n_layers: int, n_heads: int, seeds, methods) -> tuple[pd.DataFrame, np.ndarray]:
+    """The importance table, and the true importance mu [layers, heads] every seed's scores scatter
+    around (the each-head damage and the oracle's best head follow it)."""
     mu = rng.gamma(2.0, 1.0, size=(n_layers, n_heads))
     mu[0, 0] = 30.0    # planted: always among the most important heads (even per-layer normalised)
     mu[-1, -1] = 0.02  # planted: always among the least important
@@ -72,7 +78,23 @@ def _importance(rng, model: str, n_layers: int, n_heads: int, seeds, methods) ->
                     rows.append({"model": model, "seed": int(s), "method": method, "normalization": "layer_l2",
                                  "layer": layer, "head": head,
                                  "score": float(norm[layer, head]), "score_raw": float(raw[layer, head])})
-    return pd.DataFrame(rows, columns=IMPORTANCE_COLUMNS)
+    return pd.DataFrame(rows, columns=IMPORTANCE_COLUMNS), mu
+
+
+def iterative_ks(grid, total: int, step: float) -> list[int]:
+    """The K of iterative's rows: steps of at most round(step * total) heads (at least 1) that stop
+    at every grid K, then two further steps past the largest (as the trial side writes them)."""
+    size = max(1, int(round(step * total)))
+    out, cur = [], 0
+    for g in sorted(set(grid)):
+        while cur < g:
+            cur = min(cur + size, g)
+            out.append(cur)
+    for _ in range(2):
+        if cur < total:
+            cur = min(cur + size, total)
+            out.append(cur)
+    return out
 
 
 def _removed(rng, strategy: str, k: int, scores: np.ndarray, layer: int = -1) -> list:
@@ -91,32 +113,43 @@ def _removed(rng, strategy: str, k: int, scores: np.ndarray, layer: int = -1) ->
     elif strategy == "layer-single-head":
         keep = int(scores[layer].argmax())
         out = [(layer, h) for h in range(n_heads) if h != keep]
+    elif strategy == "each-head":
+        out = [divmod(k, n_heads)]   # k here is the head's flat index
     else:
         out = []
     return sorted([int(l), int(h)] for l, h in out)
 
 
 def _grid(strategies, k_fractions, recovery_epochs, total, n_layers, n_heads, methods, draws, single_head_arch,
-          baseline_per_recovery):
-    """(strategy, k, recovery, arch, method, draw, layer) for one model and seed."""
+          baseline_per_recovery, iterative_step=0.1, oracle=True):
+    """(strategy, k, recovery, arch, method, draw, layer, step) for one model and seed. each-head:
+    k is the head's flat index until the row is built (k = 1 there); iterative: step 1, 2, ..."""
     out = []
+    grid_k = [int(round(f * total)) for f in k_fractions]
     for strat in strategies:
         if strat == "none":
             recs = recovery_epochs if baseline_per_recovery else (0.0,)
-            out += [(strat, 0, float(r), "multi-head", "", -1, -1) for r in recs]
+            out += [(strat, 0, float(r), "multi-head", "", -1, -1, -1) for r in recs]
         elif strat == "single-head":
-            out += [(strat, total - n_layers, float(r), "multi-head", m, -1, -1) for r in recovery_epochs for m in methods]
-        elif strat == "layer-single-head":
-            out += [(strat, n_heads - 1, float(r), "multi-head", m, -1, layer) for r in recovery_epochs
-                    for m in methods for layer in range(n_layers)]
+            out += [(strat, total - n_layers, float(r), "multi-head", m, -1, -1, -1) for r in recovery_epochs
+                    for m in methods]
+        elif strat == "layer-single-head":   # keep: ranked per criterion, and keep: best (the oracle)
+            out += [(strat, n_heads - 1, float(r), "multi-head", m, -1, layer, -1) for r in recovery_epochs
+                    for m in methods + ((ORACLE,) if oracle else ()) for layer in range(n_layers)]
+        elif strat == "each-head":
+            out += [(strat, i, float(r), "multi-head", "", -1, i // n_heads, -1) for r in recovery_epochs
+                    for i in range(total)]
         elif strat == "random":
-            out += [(strat, int(round(f * total)), float(r), "multi-head", "", d, -1) for f in k_fractions
+            out += [(strat, k, float(r), "multi-head", "", d, -1, -1) for k in grid_k
                     for r in recovery_epochs for d in range(draws)]
+        elif strat == "iterative":
+            out += [(strat, k, float(r), "multi-head", m, -1, -1, i + 1) for r in recovery_epochs for m in methods
+                    for i, k in enumerate(iterative_ks(grid_k, total, iterative_step))]
         else:
-            out += [(strat, int(round(f * total)), float(r), "multi-head", m, -1, -1) for f in k_fractions
+            out += [(strat, k, float(r), "multi-head", m, -1, -1, -1) for k in grid_k
                     for r in recovery_epochs for m in methods]
     if single_head_arch:
-        out.append(("none", 0, 0.0, "single-head", "", -1, -1))
+        out.append(("none", 0, 0.0, "single-head", "", -1, -1, -1))
     return out
 
 
@@ -142,11 +175,17 @@ def synthetic_sweep(rng: np.random.Generator, *, models: dict | None = None, str
                     methods=("gradient",), method_quality: dict | None = None, random_draws: int = 1,
                     draw_sd: float = 0.01, arch_init: str = "pretrained", model_names: dict | None = None,
                     baseline_per_recovery: bool = True, task: str = "synthetic", extra_evals: bool = False,
-                    efficiency: bool = False) -> SyntheticSweep:
+                    efficiency: bool = False, iterative_step: float = 0.1, oracle: bool = True,
+                    head_effect: float = 0.05) -> SyntheticSweep:
     """Generate results (+ importance, + per-example predictions) with planted effects.
 
     method_quality scales the planted top-K effect per criterion (1 = as planted); model_names
-    gives each label's models[].name (default: hub ids, whose weights every seed shares)."""
+    gives each label's models[].name (default: hub ids, whose weights every seed shares).
+    iterative: a row at every grid K and two further steps (``iterative_step``); its first step
+    removes bottom-K's heads and copies bottom's row (identical by construction). layer-single-head
+    with ``oracle``: also rows with importance_method "oracle" (keep: best), which keep the truly
+    best head and lose half as much. each-head: every head alone, damage ``head_effect`` x its true
+    importance / the largest (plus ``effect``'s value for each-head)."""
     models = DEFAULT_MODELS if models is None else models
     names = {**{m: HUB_NAMES.get(m, m) for m in models}, **(model_names or {})}
     quality = {m: 1.0 for m in methods} | (method_quality or {})
@@ -154,7 +193,7 @@ def synthetic_sweep(rng: np.random.Generator, *, models: dict | None = None, str
     rho = difficulty_corr
     for model, (n_layers, n_heads) in models.items():
         total = n_layers * n_heads
-        imp = _importance(rng, model, n_layers, n_heads, seeds, methods)
+        imp, mu = _importance(rng, model, n_layers, n_heads, seeds, methods)
         imps.append(imp)
         z = rng.normal(size=n_eval)   # per-example difficulty, shared by all trials of this model
         labels = rng.integers(0, 2, size=n_eval)
@@ -162,32 +201,47 @@ def synthetic_sweep(rng: np.random.Generator, *, models: dict | None = None, str
         score_of = {(s, m): g.sort_values(["layer", "head"])["score"].to_numpy().reshape(n_layers, n_heads)
                     for (s, m), g in imp.groupby(["seed", "method"])}
         grid = _grid(strategies, k_fractions, recovery_epochs, total, n_layers, n_heads, methods, random_draws,
-                     single_head_arch, baseline_per_recovery)
+                     single_head_arch, baseline_per_recovery, iterative_step, oracle)
         for s in seeds:
-            for strat, k, rec, arch, method, draw, layer in grid:
+            made = {}   # (strategy, k, rec, method) -> (p, predictions, key) of this seed
+            for strat, k, rec, arch, method, draw, layer, step in grid:
                 heads = n_layers if arch == "single-head" else total
                 variant = f"{model}-1head" if arch == "single-head" else model
-                ranking = score_of[(s, method or methods[0])]
-                removed = [] if arch == "single-head" else _removed(rng, strat, k, ranking, layer)
+                head = -1
+                if strat == "each-head":
+                    layer, head, flat = k // n_heads, k % n_heads, k
+                    k = 1
+                ranking = mu if method == ORACLE else score_of[(s, method or methods[0])]
+                removed = ([] if arch == "single-head" else [[layer, head]] if strat == "each-head"
+                           else _removed(rng, strat, k, ranking, layer))
                 eff = effect(model, strat, k / total, rec, arch)
                 if strat == "top":
                     eff *= quality.get(method, 1.0)
                 if strat == "layer-single-head":
-                    eff *= (layer + 1) / n_layers
+                    eff *= (layer + 1) / n_layers * (0.5 if method == ORACLE else 1.0)
+                if strat == "each-head":
+                    eff -= head_effect * mu.flat[flat] / mu.max()
                 noise = rng.normal(0, trial_sd) + (rng.normal(0, draw_sd) if strat == "random" and random_draws > 1
                                                    else 0.0)
                 p = float(np.clip(base_accuracy + seed_eff[s] + eff + noise, 0.01, 0.99))
-                spec_key = f"{variant}__{strat}__k{k}__r{rec:g}__s{s}__{method}__l{layer}__d{draw}"
+                spec_key = f"{variant}__{strat}__k{k}__r{rec:g}__s{s}__{method}__l{layer}__h{head}__d{draw}"
                 if strat == "iterative":
                     spec_key = f"{variant}__iterative__r{rec:g}__s{s}__{method}"
                 key = spec_key if strat != "iterative" else f"{spec_key}__k{k}"
+                same = made.get(("bottom", k, rec, method)) if strat == "iterative" and step == 1 else None
                 correct = pred = None
-                if predictions:
+                if same is not None:   # iterative's first step is bottom-K: the same heads, the same model
+                    p = same[0]
+                    if same[1] is not None:
+                        preds[key] = same[1]
+                        correct, pred = same[1]["correct"].to_numpy(), same[1]["pred"].to_numpy()
+                elif predictions:
                     u = st.norm.cdf(rho * z + np.sqrt(1 - rho**2) * rng.normal(size=n_eval))
                     correct = u < p
                     pred = np.where(correct, labels, 1 - labels)
                     preds[key] = pd.DataFrame({"example_id": np.arange(n_eval), "label": labels, "pred": pred,
                                                "correct": correct, "prob": rng.uniform(0.5, 1.0, n_eval)})
+                made[(strat, k, rec, method)] = (p, preds.get(key) if predictions else None)
                 vals = _metric_values(metric, p, correct, labels, pred)
                 cfg = {"model": {"name": names[model], "label": model, "tokenizer": None,
                                  "single_head": arch_init if arch == "single-head" else None, "scratch": False},
@@ -209,6 +263,7 @@ def synthetic_sweep(rng: np.random.Generator, *, models: dict | None = None, str
                     spec_key=spec_key, k_requested=json.dumps(k), stage="A" if strat == "none" and rec == 0 else "B",
                     metric=metric, importance_method=method or methods[0],
                     draw=draw if strat == "random" else None, layer=layer if layer >= 0 else None,
+                    head=head if head >= 0 else None, step=step if step > 0 else None,
                     arch_init=arch_init if arch == "single-head" else "", config=json.dumps(cfg),
                     eval_split="validation", **{m: vals[m] for m in ("accuracy", "f1", "mcc", "loss")},
                     **({metric: vals[metric]} if metric in ("pearson", "spearman") else {}), **extra))
@@ -217,7 +272,8 @@ def synthetic_sweep(rng: np.random.Generator, *, models: dict | None = None, str
 
 
 def write_sweep(path, sweep: SyntheticSweep, *, predictions: bool = True, importance: bool = True,
-                spec: bool = True, name: str = "synthetic", task: str = "synthetic") -> Path:
+                spec: bool = True, name: str = "synthetic", task: str = "synthetic",
+                margin: float | None = DEFAULT_MARGIN) -> Path:
     """Lay a SyntheticSweep out as a sweep directory (trials/layout.py's names)."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
@@ -238,13 +294,14 @@ def write_sweep(path, sweep: SyntheticSweep, *, predictions: bool = True, import
             f"name: {name}", f"models: {json.dumps(models)}", f"data: {json.dumps({'source': task})}",
             f"finetune: {json.dumps({'epochs': 3, 'lr': 2e-5})}",
             f"strategies: {json.dumps(sorted(r['strategy'].unique()))}", f"k: {json.dumps(ks)}",
-            f"seeds: {json.dumps(sorted(int(s) for s in r['seed'].unique()))}", ""]))
+            f"seeds: {json.dumps(sorted(int(s) for s in r['seed'].unique()))}",
+            *([f"analysis: {json.dumps({'margin': margin})}"] if margin is not None else []), ""]))
     return path
 
 
 def make_sweep_dir(path, seed: int = 0, **kwargs) -> Path:
     """A complete synthetic sweep directory in one call (kwargs go to synthetic_sweep)."""
-    write_opts = {k: kwargs.pop(k) for k in ("importance", "spec", "name") if k in kwargs}
+    write_opts = {k: kwargs.pop(k) for k in ("importance", "spec", "name", "margin") if k in kwargs}
     sweep = synthetic_sweep(np.random.default_rng(seed), **kwargs)
     return write_sweep(path, sweep, predictions=kwargs.get("predictions", True), task=kwargs.get("task", "synthetic"),
                        **write_opts)

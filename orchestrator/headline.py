@@ -1,6 +1,7 @@
 """The end-of-run table: per model, the unpruned baseline and top / bottom / random at the
 largest K, with the Holm-adjusted p of the primary test (numbers from ``analysis.headline``,
-which reads the same stats.csv and summary.csv as the report)."""
+which reads the same stats.csv and summary.csv as the report); then how many heads can go
+(prunable.csv: every K up to it shown non-inferior at the sweep's margin)."""
 from __future__ import annotations
 
 import math
@@ -38,15 +39,54 @@ def headline_lines(table) -> list[str]:
         cells = []
         for s in STRATEGIES:
             mean, diff, p = r.get(f"{s}_mean"), r.get(f"{s}_difference"), r.get(f"{s}_p_adjusted")
-            d = "-" if diff is None or (isinstance(diff, float) and math.isnan(diff)) else f"{100 * diff:+.1f}"
+            d = ("-" if diff is None or (isinstance(diff, float) and math.isnan(diff)) else
+                 "0.0" if round(100 * diff, 1) == 0 else f"{100 * diff:+.1f}")   # never "+0.0"
             cells.append(f" {_pct(mean) + ' (' + d + ', ' + _p(p) + ')':>24}")
         lines.append(f"{label:<{width}} {k_txt:>5} {_pct(r.get('baseline_mean')):>9}" + "".join(cells))
     return lines
 
 
+def _frac(x) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}".rstrip("0").rstrip(".")
+
+
+WAY = {"bottom": "bottom-first", "top": "top-first", "random": "at random", "iterative": "iteratively"}
+
+
+def prunable_lines(table) -> list[str]:
+    """Plain-text lines of prunable.csv: per model and strategy the share of heads that can go (every
+    K up to it shown non-inferior), with its seed-bootstrap 95% interval. Never "no loss": a K that is
+    not shown non-inferior is reported as not shown."""
+    if table is None or not len(table):
+        return []
+    margin = float(table["margin"].iloc[0])
+    lines = [f"how many heads can go (at a {100 * margin:g}-point margin: every K up to it shown non-inferior to the "
+             "unpruned model, one-sided paired t-test over seeds, Holm; seed-bootstrap 95% CI):"]
+    several = table["importance_method"].fillna("").replace("", None).nunique() > 1
+    width = max(18, *(len(str(m)) for m in table["model"]))
+    order = {"bottom": 0, "iterative": 1, "random": 2, "top": 3}
+    rows = table.assign(_o=table["strategy"].map(order).fillna(9)).sort_values(["model", "_o"], kind="stable")
+    for _, r in rows.iterrows():
+        method = r["importance_method"] if isinstance(r["importance_method"], str) else ""
+        way = WAY.get(r["strategy"], r["strategy"]) + (f" [{method}]" if several and method else "") + \
+            (" per layer" if bool(r.get("per_layer", False)) else "") + \
+            (f" +{r['recovery_epochs']:g}ep" if r.get("recovery_epochs") else "")
+        ci = f"95% CI {_frac(r['ci_low'])}-{_frac(r['ci_high'])}%"
+        what = (f"{_frac(r['prunable_k_fraction'])}% of heads ({ci})" if r["prunable_k"] > 0 else
+                f"none shown ({ci}): not even the smallest K is shown within the margin")
+        lines.append(f"{str(r['model']):<{width}} {way:<24} {what}")
+    return lines
+
+
 def print_headline(paths: dict, out) -> None:
-    """Print the headline table of an analysis run (``paths``: what ``analysis.analyze`` returns)."""
+    """Print the headline table of an analysis run (``paths``: what ``analysis.analyze`` returns),
+    then the prunable fractions."""
+    import pandas as pd
+
     from headsweep import analysis
     table = analysis.headline(analysis.read_table(paths["stats"]), analysis.read_table(paths["summary"]))
-    for line in headline_lines(table):
+    lines = headline_lines(table)
+    if paths.get("prunable"):
+        lines += prunable_lines(pd.read_csv(paths["prunable"], keep_default_na=True))
+    for line in lines:
         print(line, file=out)

@@ -16,7 +16,7 @@ from headsweep.trials.errors import UserError
 from headsweep.trials.metrics import METRICS, REGRESSION
 from headsweep.trials.schema import CLASSIC_STRATEGIES, REMOVAL_STRATEGIES
 from headsweep.trials.spec import (NORMALIZE, SINGLE_HEAD_INITS, DataSpec, ImportanceSpec, IterativeSpec,
-                                   LayerSingleHeadSpec, ModelSpec, TrainSpec, default_label)
+                                   LayerSingleHeadSpec, ModelSpec, TrainSpec, default_label, num)
 from headsweep.trials.strategies import STRATEGIES, k_problem
 from headsweep.trials.tasks import task_for
 
@@ -25,7 +25,7 @@ RESOURCE_STAGES = ("finetune", "prune")
 TOP_KEYS = ("name", "models", "data", "importance", "finetune", "strategies", "k", "per_layer",
             "seeds", "single_head_arch", "resources", "storage", "max_failures", "trust_remote_code",
             "tracking", "metric", "random_draws", "iterative", "layer_single_head", "measure_speed",
-            "save_pruned")
+            "save_pruned", "analysis")
 TRACKERS = ("mlflow", "tensorboard", "wandb")
 STORAGE_SCHEMES = ("s3", "gs", "gcs", "file", "hdfs")
 UNSUPPORTED_SCHEME = "unsupported scheme; use a local path, s3://, gs:// or file://"
@@ -63,6 +63,16 @@ class TrackingSpec:
 
 
 @dataclass(frozen=True)
+class AnalysisSpec:
+    """``analysis: {margin: 0.01}``: settings of the analysis that must be fixed before the sweep runs.
+
+    margin: the non-inferiority margin in units of the primary metric (0.01 = 1 point): a K is
+    "prunable" when its loss against the unpruned model is shown smaller than this (analysis/
+    equivalence.py; its DEFAULT_MARGIN equals this default, a test checks)."""
+    margin: float = num(0.01, lo=0, lo_open=True, hi=1, hi_open=True)
+
+
+@dataclass(frozen=True)
 class Sweep:
     """A validated sweep file with every default filled in (what ``spec.yaml`` holds).
 
@@ -90,6 +100,7 @@ class Sweep:
     layer_single_head: LayerSingleHeadSpec = LayerSingleHeadSpec()
     measure_speed: bool = False           # latency ratio of the physically pruned model per stage-B row
     save_pruned: bool = False             # stage-B pruned models saved as HF checkpoints
+    analysis: AnalysisSpec = AnalysisSpec()   # declared before the sweep, recorded in spec.yaml
 
     def to_yaml_dict(self) -> dict:
         """The resolved sweep in the sweep-file layout (what ``spec.yaml`` holds)."""
@@ -118,6 +129,7 @@ class Sweep:
             "layer_single_head": {"keep": _scalar_or_list(self.layer_single_head.keep)},
             "measure_speed": self.measure_speed,
             "save_pruned": self.save_pruned,
+            "analysis": dataclasses.asdict(self.analysis),
             **({"tracking": self.tracking.to_yaml_dict()} if self.tracking.to_yaml_dict() else {}),
         }
 
@@ -401,6 +413,7 @@ def parse(raw: Any, p: Problems) -> Sweep | None:
         p.add("layer_single_head.keep", [], "must name at least one of ranked, best")
     measure_speed = boolean("measure_speed", raw.get("measure_speed", DEFAULT.measure_speed), p)
     save_pruned = boolean("save_pruned", raw.get("save_pruned", DEFAULT.save_pruned), p)
+    analysis = AnalysisSpec(**read_fields(AnalysisSpec, section(raw, "analysis", p), "analysis", p))
     if p:
         return None
     return Sweep(name=name, models=models, data=data, importance=importance, train=train,
@@ -408,5 +421,5 @@ def parse(raw: Any, p: Problems) -> Sweep | None:
                  seeds=seeds, single_head_arch=sha, resources=resources, storage=storage,
                  max_failures=max_failures, trust_remote_code=bool(trust), tracking=tracking,
                  metric=metric, random_draws=random_draws, iterative=iterative, layer_single_head=lsh,
-                 measure_speed=bool(measure_speed), save_pruned=bool(save_pruned))
+                 measure_speed=bool(measure_speed), save_pruned=bool(save_pruned), analysis=analysis)
 

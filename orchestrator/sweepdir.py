@@ -33,6 +33,10 @@ def claim_directory(pl: Plan) -> None:
     store, sweep = pl.store, pl.sweep
     if store.exists(layout.SPEC):
         old = yaml.safe_load(store.read_bytes(layout.SPEC))
+        # A spec written before a key existed (analysis.margin, ...) holds that key's default:
+        # compare the resolved sweeps, not the files' key sets.
+        saved = parse(old, Problems()) if isinstance(old, dict) else None
+        old = saved.to_yaml_dict() if saved is not None else old
         new = sweep.to_yaml_dict()
         if {k: v for k, v in old.items() if k != "storage"} != {k: v for k, v in new.items() if k != "storage"}:
             raise Refused([f"storage: {store.root} already holds a different sweep named "

@@ -13,7 +13,8 @@ in the code base spells these names; ``tests/test_contracts.py`` checks that.
     SWEEP_DIR/checkpoints/<variant>__seed<k>/    stage-A model (HF format, safetensors)
     SWEEP_DIR/pruned/<trial_key>/                a pruned model (save_pruned)
     SWEEP_DIR/trials/<trial_key>/                result.json ({"rows": [...]}), status.json, error.json[, importance.parquet]
-    SWEEP_DIR/analysis/                          analysis.ipynb, report.md, stats.csv, summary.csv, figures/
+    SWEEP_DIR/analysis/                          analysis.ipynb, report.md, stats.csv, summary.csv, prunable.csv,
+                                                 per_head.csv, importance_vs_damage.csv, figures/
     SWEEP_DIR/ray/<run_id>/<stage>/              Ray Tune's experiment folders, one set per driver run
     SWEEP_DIR/logs/<run_id>/                     the driver's log and Ray's session logs of that run
 """
@@ -53,6 +54,9 @@ REPORT = f"{ANALYSIS}/report.md"
 STATS = f"{ANALYSIS}/stats.csv"
 SUMMARY = f"{ANALYSIS}/summary.csv"
 MCNEMAR_BY_SEED = f"{ANALYSIS}/mcnemar_by_seed.csv"
+PRUNABLE = f"{ANALYSIS}/prunable.csv"                    # how many heads can go (non-inferiority)
+PER_HEAD = f"{ANALYSIS}/per_head.csv"                    # each head removed alone (strategy each-head)
+IMPORTANCE_VS_DAMAGE = f"{ANALYSIS}/importance_vs_damage.csv"
 FIGURES = f"{ANALYSIS}/figures"
 FIGURE_FORMATS = ("png", "pdf")
 

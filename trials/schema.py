@@ -97,7 +97,7 @@ METRIC_COLUMNS = ("accuracy", "f1", "mcc", "pearson", "spearman", "loss")
 # draw, which the analysis averages within a seed). "task" is not a results column: the analysis
 # adds it (the sweep's data.source) so that several sweeps on different tasks can be combined.
 CONDITION = ["task", "model", "variant", "arch", "arch_init", "importance_method", "strategy", "per_layer",
-             "k", "layer", "recovery_epochs"]
+             "k", "layer", "head", "recovery_epochs"]
 
 # The range of each metric: intervals for a mean stay inside it, and those for a difference
 # inside (lo - hi, hi - lo); figure axes never leave it.
@@ -126,11 +126,22 @@ STATS_COLUMNS = [
     "comparison_id", "family", "task", "model", "group_a", "group_b", "variant_a", "strategy_a", "variant_b",
     "strategy_b", "arch_b", "arch_init_b", "importance_method", "k", "k_fraction", "per_layer", "layer",
     "recovery_epochs", "metric", "level", "test", "primary", "n", "n_seeds", "n_examples", "n_draws", "mean_a",
-    "mean_b", "difference", "ci_low", "ci_high", "ci_kind", "sim_ci_low", "sim_ci_high", "sim_ci_kind",
+    "mean_b", "difference", "sd", "ci_low", "ci_high", "ci_kind", "sim_ci_low", "sim_ci_high", "sim_ci_kind",
     "effect_size", "effect_size_name", "statistic", "df", "p", "p_adjusted", "family_size", "significant", "note",
 ]
 SUMMARY_COLUMNS = CONDITION + ["k_fraction", "metric", "eval_split", "extra_eval", "n", "mean", "std", "sem",
                                "ci_low", "ci_high", "interval", "n_draws", "draw_sd", "seeds", "note"]
+# analysis/prunable.csv: per (model, strategy, ...) how many heads can go at the non-inferiority margin.
+PRUNABLE_COLUMNS = ["model", "strategy", "margin", "prunable_k", "prunable_k_fraction", "ci_low", "ci_high",
+                    "n_seeds", "task", "variant", "importance_method", "per_layer", "recovery_epochs", "heads_total",
+                    "grid_k", "ci_low_k", "ci_high_k", "n_boot", "interval", "note"]
+# analysis/per_head.csv: each head removed alone (strategy each-head) against the unpruned model.
+PER_HEAD_COLUMNS = ["task", "model", "variant", "recovery_epochs", "layer", "head", "level", "seed", "test", "n",
+                    "n_seeds", "n_examples", "mean_base", "mean_head", "difference", "sd", "ci_low", "ci_high", "p",
+                    "q", "significant", "note"]
+# analysis/importance_vs_damage.csv: does a criterion's ranking predict the damage of removing a head?
+DAMAGE_COLUMNS = ["task", "model", "method", "n_heads", "n_seeds", "spearman_mean", "spearman_min",
+                  "spearman_max", "spearman_of_means", "note"]
 
 # ---------------------------------------------------------------------------- strategies
 # Reading order everywhere (tables, reports, figure legends); trials.strategies registers these.

@@ -83,9 +83,11 @@ def test_family_membership_and_one_primary_per_comparison(planted_stats):
     assert counts.loc[("top_bottom_random", "gpt2")] == 6
     assert counts.loc[("multi_vs_single", "gpt2")] == 2
     assert counts.loc[("curve", "gpt2")] == 2
+    assert counts.loc[("noninferiority", "gpt2")] == 6   # top / bottom / random at both grid K
     # Holm families span models: m is the whole family's size
     assert set(prim.loc[prim.family == "vs_baseline", "family_size"]) == {12}
-    assert set(stats["test"]) == {"curve_t", "paired_t", "sign_flip", "example_t"}
+    assert set(prim.loc[prim.family == "noninferiority", "family_size"]) == {12}
+    assert set(stats["test"]) == {"curve_t", "paired_t", "noninferiority_t", "sign_flip", "example_t"}
 
 
 def test_per_example_rows_match_direct_computation(planted, planted_stats):

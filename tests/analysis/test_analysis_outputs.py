@@ -17,7 +17,7 @@ from headsweep.analysis.synthetic import make_sweep_dir
 
 REQUIRED_STATS = ["family", "model", "group_a", "group_b", "recovery_epochs", "n", "difference", "ci_low",
                   "ci_high", "ci_kind", "sim_ci_low", "sim_ci_high", "effect_size", "test", "p", "p_adjusted"]
-FULL_FIGURES = ["gap_vs_k", "importance_heatmaps", "metric_vs_k", "rank_stability", "single_vs_multi"]
+FULL_FIGURES = ["gap_vs_k", "heads_by_layer", "importance_heatmaps", "metric_vs_k", "rank_stability", "single_vs_multi"]
 
 
 def test_analyze_returns_the_contract_paths(analyzed, full_sweep):
@@ -27,6 +27,7 @@ def test_analyze_returns_the_contract_paths(analyzed, full_sweep):
     out = full_sweep / "analysis"
     assert analyzed["notebook"] == out / "analysis.ipynb" and analyzed["report"] == out / "report.md"
     assert analyzed["stats"] == out / "stats.csv" and analyzed["figures"] == out / "figures"
+    assert analyzed["prunable"] == out / "prunable.csv" and "per_head" not in analyzed   # no each-head trials here
     assert sorted(p.stem for p in analyzed["figures"].glob("*.png")) == FULL_FIGURES
     assert sorted(p.stem for p in analyzed["figures"].glob("*.pdf")) == FULL_FIGURES   # a PDF beside every PNG
     for p in analyzed["figures"].glob("*.png"):
@@ -72,10 +73,10 @@ def test_notebook_reads_the_tables_it_shows(analyzed, full_sweep):
 def test_stats_csv_has_every_comparison(analyzed):
     stats = analysis.read_table(analyzed["stats"])
     assert set(REQUIRED_STATS) <= set(stats.columns)
-    assert set(stats["family"]) == {"curve", "vs_baseline", "top_bottom_random", "multi_vs_single"}
+    assert set(stats["family"]) == {"curve", "vs_baseline", "noninferiority", "top_bottom_random", "multi_vs_single"}
     assert set(stats["family"]) <= set(analysis.FAMILIES)
     prim = stats[stats["primary"]]
-    assert prim["comparison_id"].is_unique and prim["test"].isin(["paired_t", "curve_t"]).all()
+    assert prim["comparison_id"].is_unique and prim["test"].isin(["paired_t", "curve_t", "noninferiority_t"]).all()
     ok = stats["p"].notna()
     assert (stats.loc[ok, "p_adjusted"] >= stats.loc[ok, "p"]).all()
     both = stats[stats["ci_low"].notna()]
@@ -87,7 +88,11 @@ def test_stats_csv_has_every_comparison(analyzed):
 
 
 def _pts(x, signed=False):
-    return "n/a" if math.isnan(x) else (f"{100 * x:+.1f}" if signed else f"{100 * x:.1f}")
+    if math.isnan(x):
+        return "n/a"
+    if round(100 * x, 1) == 0:
+        return "0.0"   # no "+0.0" or "-0.0" for a value below the printed precision
+    return f"{100 * x:+.1f}" if signed else f"{100 * x:.1f}"
 
 
 def _p(p):
@@ -98,7 +103,7 @@ def test_report_agrees_with_stats_csv(analyzed):
     stats = analysis.read_table(analyzed["stats"])
     report = analyzed["report"].read_text()
     bullets = re.findall(r"^- (.*) <!-- id: (.*) -->$", report, flags=re.M)
-    prim = stats[stats["primary"]].set_index("comparison_id")
+    prim = stats[stats["primary"] & (stats["family"] != "noninferiority")].set_index("comparison_id")
     assert sorted(cid for _, cid in bullets) == sorted(prim.index)  # one finding per comparison
     for text, cid in bullets:
         r = prim.loc[cid]
@@ -109,7 +114,8 @@ def test_report_agrees_with_stats_csv(analyzed):
         if not math.isnan(r["sim_ci_low"]):
             assert f"{_pts(r['sim_ci_low'])} to {_pts(r['sim_ci_high'])}" in text, cid
         assert f"Holm {_p(r['p_adjusted'])}" in text and f"over {int(r['n'])} seeds" in text, cid
-        assert (", lower (" in text) == (d < 0) and (", higher (" in text) == (d > 0), cid
+        shown = round(100 * d, 1)
+        assert (", lower (" in text) == (shown < 0) and (", higher (" in text) == (shown > 0), cid
         ex = stats[(stats["comparison_id"] == cid) & (stats["level"] == "examples")]
         if len(ex):
             e = ex.iloc[0]
@@ -126,8 +132,14 @@ def test_report_opens_with_sanity_check_and_curve_tests(analyzed):
     assert report.index("**Curve-level tests**") < report.index("evaluated trials")
     sanity = [ln for ln in lines if "Sanity check" in ln]
     assert all("passed" in ln for ln in sanity)   # planted: top hurts far more than bottom
-    assert re.search(r"removing the most important heads leaves \d+\.\d, removing the least important leaves "
-                     r"\d+\.\d \(top - bottom = -\d+\.\d points", sanity[0])
+    # decided by the curve-level test (its area and Holm p), not by the largest K
+    stats = analysis.read_table(analyzed["stats"])
+    cv = stats[(stats.family == "curve") & (stats.strategy_a == "bottom") & (stats.strategy_b == "top")]
+    for r in cv.itertuples(index=False):
+        line = next(ln for ln in sanity if f"for {r.model}:" in ln)
+        assert (f"averaged over K from 0 to {100 * r.k_fraction:.0f}% of the heads, the top-K curve minus the bottom-K "
+                f"curve is {_pts(r.difference, True)} points (curve-level test over {r.n_seeds} seed(s), Holm "
+                f"{_p(r.p_adjusted)})") in line
 
 
 def test_report_states_planted_findings(analyzed):
@@ -174,6 +186,7 @@ def test_cli_entry_point(tmp_path, capsys):
 def test_import_pulls_in_neither_torch_nor_ray():
     code = ("import sys, analysis\nassert 'torch' not in sys.modules, 'torch'\n"
             "assert 'ray' not in sys.modules, 'ray'\nimport analysis.figures, analysis.figures_importance, "
+            "analysis.figures_heads, analysis.per_head, analysis.equivalence, analysis.report_pruning, "
             "analysis.synthetic\nassert 'torch' not in sys.modules and 'ray' not in sys.modules\n"
             "assert 'transformers' not in sys.modules\nprint('ok')")
     root = str(analysis.__path__[0]).rsplit("/", 1)[0]

@@ -100,7 +100,8 @@ def test_minimal_columns_get_defaults(tmp_path):
     assert (res["recovery_epochs"] == 0).all() and not res["per_layer"].any()
     assert any("k_fraction missing" in n for n in notes)
     stats = analysis.compare(res)
-    assert len(analysis.primary(stats)) == 1
+    # vs_baseline and its non-inferiority test (K is on the grid: top's only K)
+    assert sorted(analysis.primary(stats)["family"]) == ["noninferiority", "vs_baseline"]
     with pytest.raises(ValueError, match="accuracy"):
         analysis.clean_results(df.drop(columns="accuracy"))
 
@@ -151,13 +152,17 @@ def test_one_seed_no_extras_notebook_executes(tmp_path):
 
 def test_identical_differences_are_named_as_such_not_blamed_on_the_seed_count():
     """Three seeds that all lose exactly 47.7 points: t is undefined because nothing varies,
-    not because three seeds are too few (a neighbouring row with three seeds is tested)."""
+    not because three seeds are too few (a neighbouring row with three seeds is tested). p is 1
+    (the comparison stays in its Holm family), and no zero-width interval is printed."""
     from headsweep.analysis.compare import t_test_row
     from headsweep.analysis.report import _seed_evidence
-    row = {**t_test_row([-0.477, -0.477, -0.477], "accuracy", 0.95), "sim_ci_low": math.nan,
-           "sim_ci_high": math.nan, "family_size": 4, "p_adjusted": math.nan}
+    t = t_test_row([-0.477, -0.477, -0.477], "accuracy", 0.95)
+    assert t["p"] == 1.0 and t["sd"] == 0.0 and math.isnan(t["ci_low"]) and math.isnan(t["effect_size"])
+    row = {**t, "sim_ci_low": math.nan, "sim_ci_high": math.nan, "family_size": 4, "p_adjusted": 1.0}
     text = _seed_evidence(row, 0.05)
-    assert "the same difference in all 3 seeds, so the paired t-test is undefined" in text
+    assert "the same difference in all 3 seeds (zero variance): no interval" in text
+    assert "p is set to 1" in text and "Holm p = 1.000, not significant" in text
+    assert "CI" not in text and "dz" not in text
     assert "with 3 seed(s)" not in text
     varied = {**t_test_row([-0.40, -0.47, -0.52], "accuracy", 0.95), "sim_ci_low": math.nan,
               "sim_ci_high": math.nan, "family_size": 4, "p_adjusted": 0.01}

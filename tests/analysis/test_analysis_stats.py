@@ -95,7 +95,10 @@ def test_paired_t_matches_scipy(rng):
     ref = st.ttest_rel(b, a)
     assert t == pytest.approx(ref.statistic) and p == pytest.approx(ref.pvalue)
     assert all(math.isnan(v) for v in S.paired_t([0.1]))
-    assert all(math.isnan(v) for v in S.paired_t([0.1, 0.1, 0.1]))  # zero variance: undefined
+    # zero variance: t undefined, p = 1 (kept in its Holm family, as the sign-flip test keeps identical zeros)
+    t, p = S.paired_t([0.1, 0.1, 0.1])
+    assert math.isnan(t) and p == 1.0
+    assert S.sign_flip_p([0.0, 0.0, 0.0]) == 1.0
 
 
 def test_cohens_dz_by_hand(rng):

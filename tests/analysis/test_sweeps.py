@@ -94,18 +94,25 @@ def test_iterative_and_layer_single_head(tmp_path):
     prim = stats[stats["primary"]]
     # iterative rows are a curve over K: compared with bottom at every K and over the whole curve
     it = prim[(prim.strategy_b == "iterative")]
-    assert set(it["family"]) == {"vs_baseline", "top_bottom_random", "curve"}
-    assert set(it.loc[it.family == "top_bottom_random", "k"]) == {3, 6}
-    # layer-single-head: one comparison per layer against the baseline, in its own family
+    assert set(it["family"]) == {"vs_baseline", "noninferiority", "top_bottom_random", "curve"}
+    assert set(it.loc[it.family == "top_bottom_random", "k"]) == {3, 6}   # every grid K (step 1 is K = 1 here)
+    assert set(it.loc[it.family == "noninferiority", "k"]) == {3, 6}      # grid K only, not the further steps
+    assert set(it.loc[it.family == "vs_baseline", "k"]) == set(range(1, 9))
+    # layer-single-head: one comparison per layer and kept head (ranked, or the oracle's best) against the
+    # baseline, in its own family
     lay = prim[prim.strategy_b == "layer-single-head"]
-    assert set(lay["family"]) == {"layer_single_head"} and sorted(lay["layer"]) == [0, 1, 2]
-    assert (lay["group_a"] == "none").all() and lay["family_size"].eq(3).all()
+    assert set(lay["family"]) == {"layer_single_head"} and sorted(lay["layer"]) == [0, 0, 1, 1, 2, 2]
+    assert (lay["group_a"] == "none").all() and lay["family_size"].eq(6).all()
+    assert sorted(lay.loc[lay.importance_method == "oracle", "group_b"]) == [
+        f"layer-single-head L{i} [oracle: best head]" for i in range(3)]
     res, _ = analysis.clean_results(syn.results)
     base = res[res.strategy == "none"].set_index("seed")["accuracy"]
-    l1 = res[(res.strategy == "layer-single-head") & (res.layer == 1)].set_index("seed")["accuracy"]
-    assert lay.loc[lay.layer == 1, "difference"].iloc[0] == pytest.approx((l1 - base).mean())
+    l1 = res[(res.strategy == "layer-single-head") & (res.layer == 1) & (res.importance_method == "gradient")]
+    ranked = lay[(lay.layer == 1) & (lay.importance_method == "gradient")]
+    assert ranked["difference"].iloc[0] == pytest.approx((l1.set_index("seed")["accuracy"] - base).mean())
     report = paths["report"].read_text()
-    assert "## One layer at a time" in report and "| 2 |" in report
+    assert "## One layer at a time" in report and "| ranked first by gradient | 2 |" in report
+    assert "| best (oracle, on the evaluation set) | 2 |" in report and "an **oracle**" in report
     assert (paths["figures"] / "layer_single_head.png").exists()
 
 
@@ -195,7 +202,7 @@ def test_two_tasks_combine_with_importance_agreement(tmp_path, capsys):
     rs = analysis.rank_stability(imp)
     assert set(rs["task"]) == {"sst2", "mnli"} and len(rs) == 2 * 10
     report = (out / "report.md").read_text()
-    assert "Across tasks (Michel et al. section 3.4)" in report and "mnli / sst2" in report
+    assert "Across tasks: Spearman correlation" in report and "mnli / sst2" in report
     assert "Combined analysis of 2 sweeps" in report
     for task in ("sst2", "mnli"):   # every finding says which task it is about
         assert re.search(rf"^- Sanity check .*for {task}: m\b", report, flags=re.M), task
