@@ -29,6 +29,9 @@ PRECISIONS = ("auto", "no", "fp16", "bf16")
 # multi-head and the one-head model trained from scratch (docs/experiments.md).
 SINGLE_HEAD_INITS = ("pretrained", "random", "scratch")
 REGRESSION_METRICS = ("pearson", "spearman")   # num_labels 1, MSE loss
+# What importance, strategies and K count (trials/units.py): query heads, or KV groups (a key/value
+# head with every query head that reads it; the same as a head where there is no GQA).
+UNITS = ("head", "kv_group")
 
 
 def num(default, **rule):
@@ -63,6 +66,7 @@ class ModelSpec:
     single_head: str | None = internal(None)  # None, or a SINGLE_HEAD_INITS value: the one-head variant
     trust_remote_code: bool = False
     scratch: bool = internal(False)  # multi-head, every weight drawn from the config (init: scratch)
+    gguf_file: str | None = None    # a GGUF file in ``name`` (a directory or hub repo): loaded dequantised
 
     def __post_init__(self):
         if not self.label:
@@ -123,6 +127,8 @@ class ImportanceSpec:
     batch_size: int = num(32, integer=True, lo=1)
     # names in trials.importance.IMPORTANCE_METHODS; several = a grid factor on one fine-tune
     method: tuple[str, ...] = names(("gradient",))
+    # what is scored, ranked, counted by K and removed: query heads or whole KV groups
+    unit: str = text("head", choices=UNITS)
 
 
 @dataclass(frozen=True)
