@@ -27,8 +27,10 @@ from headsweep.trials.adapters import ADAPTERS, Adapter, GPT2Adapter, NoHeads, _
 
 PAD = -1   # a padding query slot in ``headsweep_present_heads``
 
-# Model types with the layout above, tested by tests/trials/test_gqa.py (tiny random configs).
-LLAMA_FAMILY = ("llama", "mistral", "qwen2", "qwen3", "smollm3", "granite")
+# Model types with the layout above; each is checked on a tiny random config by
+# tests/trials/test_gqa.py (gates = zeroed o_proj columns, pruning = masking, a group = cut out by hand).
+LLAMA_FAMILY = ("llama", "mistral", "ministral", "qwen2", "qwen3", "smollm3", "gemma", "gemma2", "gemma3_text",
+                "helium", "olmo", "glm", "glm4", "seed_oss", "exaone4", "arcee", "nemotron", "starcoder2")
 
 
 def slot_plan(current: list[int], r_cur: int, drop: set[int], group_size: int):

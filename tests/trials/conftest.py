@@ -179,11 +179,12 @@ def logits():
 
 # ---------------------------------------------------------------------------- stage-B checkpoints
 
-def make_checkpoint(out, arch: str, data, methods=("gradient",), seed: int = 0, examples: int = 32):
+def make_checkpoint(out, arch: str, data, methods=("gradient",), seed: int = 0, examples: int = 32,
+                    unit: str = "head"):
     """A stage-A checkpoint without fine-tuning (stage B does not care how it was trained): the
     random-init preset of ``arch`` with the larger weights of ``perturb_`` (so every head matters),
-    saved in HF format with its tokenizer and the importance table of ``methods`` beside it.
-    Returns the ``FinetuneSpec`` that stage-B specs point at."""
+    saved in HF format with its tokenizer and the importance table of ``methods`` (scored per
+    ``unit``) beside it. Returns the ``FinetuneSpec`` that stage-B specs point at."""
     from pathlib import Path
 
     import pandas as pd
@@ -197,7 +198,7 @@ def make_checkpoint(out, arch: str, data, methods=("gradient",), seed: int = 0, 
     from headsweep.trials.tokenizers import uses_token_types
     spec = FinetuneSpec(model=ModelSpec(name=f"preset:tiny-{arch}-random"), data=data,
                         train=TrainSpec(epochs=1, lr=1e-3, batch_size=16, eval_batch_size=32, mixed_precision="no"),
-                        importance=ImportanceSpec(examples=examples, batch_size=16, method=tuple(methods)),
+                        importance=ImportanceSpec(examples=examples, batch_size=16, method=tuple(methods), unit=unit),
                         seed=seed)
     task = load_task(data, examples)
     texts = list(task.train["text"]) + (list(task.train["text_pair"]) if "text_pair" in task.train else [])
@@ -207,8 +208,10 @@ def make_checkpoint(out, arch: str, data, methods=("gradient",), seed: int = 0, 
     model.eval()
     enc = Encoded(task.importance, tok, data.max_length, token_types=uses_token_types(model))
     batches = list(eval_loader(enc, tok.pad_token_id, 16))
-    imp = pd.concat([importance_frame(IMPORTANCE_METHODS[m](model, batches), m) for m in methods],
-                    ignore_index=True)
+    from headsweep.trials.units import units
+    with units(model, unit):
+        imp = pd.concat([importance_frame(IMPORTANCE_METHODS[m](model, batches), m) for m in methods],
+                        ignore_index=True)
     out = Path(out)
     model.save_pretrained(out)
     tok.save_pretrained(out)
