@@ -135,7 +135,7 @@ def check_models(sweep: Sweep, p: Problems) -> dict[str, Heads]:
                                                f"model types: {', '.join(sorted(ADAPTERS))}; units "
                                                f"(importance.unit): {', '.join(UNITS)}")
             continue
-        problem = unit_problem(unit, h.kv_heads, h.model_type)
+        problem = unit_problem(unit, h.kv_heads, h.n_heads, h.model_type)
         if problem:
             p.add("importance.unit", unit, f"{m.label}: {problem}")
             continue

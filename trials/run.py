@@ -22,7 +22,6 @@ import pandas as pd
 import torch
 
 from headsweep.trials import atomic, layout
-from headsweep.trials.adapters import head_layout
 from headsweep.trials.data import Encoded, eval_loader, limit_eval, load_task, read_split
 from headsweep.trials.efficiency import efficiency
 from headsweep.trials.errors import UserError
@@ -48,7 +47,6 @@ def run_finetune(spec: FinetuneSpec, out_dir: Path, progress: bool = False) -> l
     model, tok = load_model(m.name, task.num_labels, tokenizer=m.tokenizer, texts=texts,
                             single_head=m.single_head, trust_remote_code=m.trust_remote_code, scratch=m.scratch,
                             gguf_file=m.gguf_file)
-    heads = head_layout(model)
     max_len, types = spec.data.max_length, uses_token_types(model)
 
     def enc(df):
@@ -83,7 +81,7 @@ def run_finetune(spec: FinetuneSpec, out_dir: Path, progress: bool = False) -> l
         shutil.rmtree(ckpt)
     os.replace(tmp, ckpt)
     atomic.write_parquet(out_dir / layout.TRIAL_IMPORTANCE, imp)
-    row = make_row(spec, heads, [], metrics, {
+    row = make_row(spec, unit_heads, [], metrics, {   # the row names the sweep's unit
         **train_stats, **efficiency(model, []), "extra_evals": extra_evals_json(others),
         "importance_seconds": imp_seconds, "importance_examples": len(task.importance),
         "importance_method": spec.importance.method[0], "mixed_precision": mixed})

@@ -29,11 +29,12 @@ from headsweep.trials.spec import UNITS
 UNIT_ATTR = "headsweep_unit"      # set on the model inside ``units``; read by ``head_layout``
 
 
-def unit_problem(unit: str, n_kv_heads: int, model_type: str = "") -> str | None:
-    """Why ``unit`` cannot be used on a model with ``n_kv_heads`` key/value heads per layer, or None."""
+def unit_problem(unit: str, n_kv_heads: int, n_heads: int, model_type: str = "") -> str | None:
+    """Why ``unit`` cannot be used on a model with ``n_heads`` query and ``n_kv_heads`` key/value
+    heads per layer, or None. (One head per layer, as the one-head variant has, is no MQA.)"""
     if unit not in UNITS:
         return f"must be one of {', '.join(UNITS)}"
-    if unit == "kv_group" and n_kv_heads == 1:
+    if unit == "kv_group" and n_kv_heads == 1 and n_heads > 1:
         what = f"{model_type} uses" if model_type else "this model uses"
         return (f"{what} multi-query attention (one key/value head per layer), so a KV group is the "
                 "whole layer; use importance.unit: head")
@@ -45,7 +46,7 @@ def units(model: nn.Module, unit: str = "head") -> Iterator[HeadLayout]:
     """Inside the block, ``head_layout(model)`` and so every gate, mask, importance method and
     strategy count ``unit``s; yields that layout. Needs the unpruned model for ``kv_group``."""
     query = head_layout(model)
-    problem = unit_problem(unit, query.kv_heads, model.config.model_type)
+    problem = unit_problem(unit, query.kv_heads, query.query_heads, model.config.model_type)
     if problem:
         raise UserError("importance.unit", unit, problem)
     if unit == "head" or getattr(model, "headsweep_present_heads", None):

@@ -177,7 +177,8 @@ def test_resume_after_a_stop_after_stage_a(small_raw, write_sweep, tmp_path, ray
     assert recheck_accuracy(sweep_dir, "tiny-llama__seed1", json.loads(row.heads_removed)) == pytest.approx(
         row.accuracy)
     report = (sweep_dir / "analysis" / "report.md").read_text()
-    assert "tiny-llama" in report and (sweep_dir / "analysis" / "analysis.ipynb").is_file()
+    assert "tiny-llama" in report and "Units: **KV groups**" in report
+    assert (sweep_dir / "analysis" / "analysis.ipynb").is_file()
 
 
 def test_a_different_sweep_in_the_same_directory_is_refused(finished, small_raw, write_sweep, capsys):

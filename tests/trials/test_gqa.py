@@ -316,6 +316,15 @@ def test_multi_query_attention_refuses_kv_group_in_one_line():
         assert layout.n_heads == HEADS and layout.group_size == HEADS
 
 
+def test_one_head_per_layer_is_not_multi_query_attention():
+    """The one-head variant of a multi-head model (single_head_arch) has one query and one KV head
+    per layer: its one group is its one head, and kv_group is accepted."""
+    torch.manual_seed(0)
+    model, _ = trials.load_model("preset:tiny-gpt2-random", 2, texts=["the movie is good ."], single_head="random")
+    with units(model, "kv_group") as layout:
+        assert (layout.n_heads, layout.query_per_unit) == (1, 1)
+
+
 def test_strategies_count_groups_and_rows_list_query_heads(gqa):
     from headsweep.trials.rows import make_row
     from headsweep.trials.spec import DataSpec, FinetuneSpec, ImportanceSpec, ModelSpec, PruneSpec, TrainSpec
