@@ -32,7 +32,7 @@ class HeadLayout:
     n_layers: int
     n_heads: int                        # units per layer in the unpruned architecture
     head_dim: int                       # a unit's channels at the output projection's input
-    heads_per_layer: tuple[int, ...]    # query heads currently present (differs after prune_heads)
+    heads_per_layer: tuple[int, ...]    # units currently present (differs after prune_heads)
     n_kv_heads: int | None = None       # key/value heads per layer (None: one per query head)
     unit: str = "head"
     query_per_unit: int = 1             # query heads one unit covers
