@@ -1,7 +1,7 @@
 """Model loading: hub ids, local directories, offline presets, and the one-head architecture.
 
 ``load_model(name, num_labels)`` returns ``(model, tokenizer)`` for sequence classification.
-Presets (``preset:tiny-gpt2`` / ``-distilbert`` / ``-bert``, trials/presets.py) need no network.
+Presets (``preset:tiny-gpt2`` / ``-distilbert`` / ``-bert`` / ``-llama``, trials/presets.py) need no network.
 """
 from __future__ import annotations
 

@@ -60,7 +60,7 @@ def internal(default):
 
 @dataclass(frozen=True)
 class ModelSpec:
-    name: str                       # hub id, local directory, or preset:tiny-gpt2 / -distilbert / -bert
+    name: str                       # hub id, local directory, or preset:tiny-gpt2 / -distilbert / -bert / -llama
     label: str = ""                 # short name used in results, checkpoint dirs and plots
     tokenizer: str | None = None    # optional tokenizer path/id (presets: real vocab files)
     single_head: str | None = internal(None)  # None, or a SINGLE_HEAD_INITS value: the one-head variant
