@@ -29,6 +29,7 @@ from .load import Sweep, first_config
 
 FINETUNE_IGNORED = ("recovery_epochs", "eval_batch_size")
 IMPORTANCE_KEYS = ("examples", "normalize", "normalize_per_layer")   # the second: sweeps before issue 22
+UNIT_KEYS = ("unit",)     # what K and the scores count (query heads or KV groups): must agree too
 
 
 def protocol(sweep: Sweep) -> dict | None:
@@ -54,6 +55,7 @@ def protocol(sweep: Sweep) -> dict | None:
     out = {f"data.{k}": v for k, v in data.items()}
     out.update({f"finetune.{k}": v for k, v in train.items() if k not in FINETUNE_IGNORED})
     out.update({f"importance.{k}": imp[k] for k in IMPORTANCE_KEYS if k in imp})
+    out.update({f"importance.{k}": imp.get(k, "head") for k in UNIT_KEYS})
     out.update({f"models[{label}].name": name for label, name in models.items()})
     return out
 

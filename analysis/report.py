@@ -213,6 +213,16 @@ def sanity_lines(stats: pd.DataFrame, alpha: float) -> list[str]:
     return out
 
 
+def _unit_lines(results: pd.DataFrame) -> list[str]:
+    """What K counts when the sweep scored KV groups (importance.unit: kv_group)."""
+    if "unit" not in results.columns or not (results["unit"] == "kv_group").any():
+        return []
+    return ["Units: **KV groups** (`importance.unit: kv_group`): the rankings, the strategies and K count "
+            "key/value groups, each with every query head that reads it (without grouped-query attention a group "
+            "is one head); percentages are shares of the groups, and so of the query heads; `heads_removed` lists "
+            "the query heads.", ""]
+
+
 def _table(df: pd.DataFrame) -> str:
     """A plain Markdown table (no tabulate dependency)."""
     lines = ["| " + " | ".join(map(str, df.columns)) + " |", "|" + "---|" * len(df.columns)]
@@ -258,8 +268,7 @@ def build_report(name: str, results: pd.DataFrame, stats: pd.DataFrame, summary:
                                                     if tasks else "")
             + f"models: {', '.join(sorted(results['model'].unique()))}; strategies: "
             f"{', '.join(sorted(results['strategy'].unique()))}; {len(seeds)} seed(s) ({', '.join(map(str, seeds))}). "
-            f"Primary metric: **{metric}**.", "",
-            rs.how_to_read(metric), ""]
+            f"Primary metric: **{metric}**.", ""] + _unit_lines(results) + [rs.how_to_read(metric), ""]
     warn = list(notes) + power_warnings(stats, alpha, margin or DEFAULT_MARGIN) + rs.metric_notes(metric, stats)
     if warn:
         out += ["## Notes and warnings", ""] + [f"- {w}" for w in warn] + [""]

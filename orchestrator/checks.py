@@ -4,6 +4,7 @@ All run before anything is launched or written; each problem is one line (key an
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,9 @@ KNOWN_HUB_HEADS = {
     "distilbert/distilbert-base-uncased": ("distilbert", 6, 12),
     "bert-base-uncased": ("bert", 12, 12), "google-bert/bert-base-uncased": ("bert", 12, 12),
     "roberta-base": ("roberta", 12, 12), "FacebookAI/roberta-base": ("roberta", 12, 12),
+    # grouped-query attention: (type, layers, query heads, key/value heads)
+    "HuggingFaceTB/SmolLM2-135M": ("llama", 30, 9, 3), "HuggingFaceTB/SmolLM2-360M": ("llama", 32, 15, 5),
+    "Qwen/Qwen2.5-0.5B": ("qwen2", 24, 14, 2),
 }
 
 
@@ -26,11 +30,22 @@ KNOWN_HUB_HEADS = {
 class Heads:
     model_type: str
     n_layers: int
-    n_heads: int
+    n_heads: int                 # query heads per layer
+    n_kv_heads: int = 0          # key/value heads per layer (0: one per query head)
+    unit: str = "head"           # importance.unit: what K counts
 
     @property
     def total(self) -> int:
         return self.n_layers * self.n_heads
+
+    @property
+    def kv_heads(self) -> int:
+        return self.n_kv_heads or self.n_heads
+
+    @property
+    def n_units(self) -> int:
+        """Units per layer that K counts: query heads, or KV groups (unit kv_group)."""
+        return self.kv_heads if self.unit == "kv_group" else self.n_heads
 
 
 _REACHABLE: dict[str, bool] = {}
@@ -50,11 +65,14 @@ def hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
     return _REACHABLE[host]
 
 
-def model_heads(name: str, trust_remote_code: bool = False) -> Heads:
-    """Layer/head counts from a preset, a local directory or the hub (config only, no weights)."""
+def model_heads(name: str, trust_remote_code: bool = False, gguf_file: str | None = None) -> Heads:
+    """Layer/head counts from a preset, a local directory, a GGUF file or the hub (config only, no
+    weights)."""
     from headsweep.trials.presets import PRESET_PREFIX, preset_config
     if name.startswith(PRESET_PREFIX):
         cfg = preset_config(name)
+    elif gguf_file:
+        cfg = _gguf_config(name, gguf_file)
     else:
         from transformers import AutoConfig
         local = os.path.exists(os.path.expanduser(name))
@@ -74,23 +92,57 @@ def model_heads(name: str, trust_remote_code: bool = False) -> Heads:
             raise UserError("name", name, f"cannot read the model config ({first})")
     # Unsupported architectures may lack these names: check_models reports the architecture.
     return Heads(getattr(cfg, "model_type", None) or type(cfg).__name__,
-                 getattr(cfg, "num_hidden_layers", None) or 0, getattr(cfg, "num_attention_heads", None) or 0)
+                 getattr(cfg, "num_hidden_layers", None) or 0, getattr(cfg, "num_attention_heads", None) or 0,
+                 getattr(cfg, "num_key_value_heads", None) or 0)
+
+
+def _gguf_config(name: str, gguf_file: str):
+    """The config transformers reads from a GGUF file (a local one, or one in a hub repo)."""
+    from transformers import AutoConfig
+    from transformers.utils import is_gguf_available
+    local = os.path.isdir(os.path.expanduser(name))
+    if local and not os.path.isfile(os.path.join(os.path.expanduser(name), gguf_file)):
+        raise UserError("gguf_file", gguf_file, f"no such file in {name}")
+    if not is_gguf_available():
+        raise UserError("gguf_file", gguf_file, "reading GGUF files needs the gguf package: "
+                                                "pip install 'headsweep[gguf]'")
+    if not local and not hub_reachable():
+        raise UserError("gguf_file", gguf_file, f"{name} is neither a local directory nor reachable on the hub")
+    try:
+        return AutoConfig.from_pretrained(os.path.expanduser(name), gguf_file=gguf_file)
+    except Exception as e:  # not a GGUF file, an architecture transformers cannot read from GGUF, ...
+        first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        raise UserError("gguf_file", gguf_file, f"cannot read the GGUF file ({first})")
 
 
 def check_models(sweep: Sweep, p: Problems) -> dict[str, Heads]:
     """Architecture supported and every K within each model's head count."""
     from headsweep.trials.adapters import ADAPTERS
+    from headsweep.trials.spec import UNITS
     from headsweep.trials.strategies import resolve_k
+    from headsweep.trials.units import unit_problem
     heads = {}
+    unit = sweep.importance.unit
     for i, m in enumerate(sweep.models):
         try:
-            h = model_heads(m.name, m.trust_remote_code)
+            h = dataclasses.replace(model_heads(m.name, m.trust_remote_code, m.gguf_file), unit=unit)
         except UserError as e:
-            p.add(f"models[{i}].name", m.name, e.problem)
+            key = f"models[{i}].gguf_file" if e.key == "gguf_file" else f"models[{i}].name"
+            p.add(key, m.gguf_file if e.key == "gguf_file" else m.name, e.problem)
             continue
         if h.model_type not in ADAPTERS:
-            p.add(f"models[{i}].name", m.name, f"architecture '{h.model_type}' is not supported; "
-                                               f"supported: {', '.join(sorted(ADAPTERS))}")
+            p.add(f"models[{i}].name", m.name, f"architecture '{h.model_type}' is not supported; supported "
+                                               f"model types: {', '.join(sorted(ADAPTERS))}; units "
+                                               f"(importance.unit): {', '.join(UNITS)}")
+            continue
+        problem = unit_problem(unit, h.kv_heads, h.n_heads, h.model_type)
+        if problem:
+            p.add("importance.unit", unit, f"{m.label}: {problem}")
+            continue
+        if sweep.single_head_arch and not ADAPTERS[h.model_type].one_head_variant:
+            p.add("single_head_arch", sweep.single_head_arch, f"{m.label} ({h.model_type}) has grouped-query "
+                  "attention: its key/value projections cannot merge into one head; drop single_head_arch "
+                  "or this model")
             continue
         if m.tokenizer and m.tokenizer.startswith((".", "/", "~")) and not os.path.isdir(
                 os.path.expanduser(m.tokenizer)):
@@ -101,9 +153,10 @@ def check_models(sweep: Sweep, p: Problems) -> dict[str, Heads]:
                 if not k:
                     continue
                 try:
-                    resolve_k(k, h.n_layers, h.n_heads, sweep.per_layer)
+                    resolve_k(k, h.n_layers, h.n_units, sweep.per_layer)
                 except UserError as e:
-                    p.add(f"k[{j}]", k, f"{e.problem} for {m.label} ({h.n_layers} layers x {h.n_heads} heads)")
+                    what = "KV groups" if unit == "kv_group" else "heads"
+                    p.add(f"k[{j}]", k, f"{e.problem} for {m.label} ({h.n_layers} layers x {h.n_units} {what})")
     return heads
 
 

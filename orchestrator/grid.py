@@ -21,6 +21,8 @@
 """
 from __future__ import annotations
 
+import dataclasses
+
 from headsweep.orchestrator.checks import Heads
 from headsweep.orchestrator.sweep import Sweep
 from headsweep.trials.schema import ORACLE
@@ -37,11 +39,9 @@ def variants(sweep: Sweep) -> list[ModelSpec]:
     trained from scratch."""
     out = list(sweep.models)
     if sweep.single_head_arch:
-        out += [ModelSpec(m.name, m.label, m.tokenizer, sweep.single_head_arch, m.trust_remote_code)
-                for m in sweep.models]
+        out += [dataclasses.replace(m, single_head=sweep.single_head_arch) for m in sweep.models]
     if sweep.single_head_arch == "scratch":
-        out += [ModelSpec(m.name, m.label, m.tokenizer, None, m.trust_remote_code, scratch=True)
-                for m in sweep.models]
+        out += [dataclasses.replace(m, scratch=True) for m in sweep.models]
     return out
 
 
@@ -57,7 +57,7 @@ def distinct_ks(sweep: Sweep, heads: Heads) -> list[int | float]:
     for k in sweep.k:
         if not k:
             continue
-        n = resolve_k(k, heads.n_layers, heads.n_heads, sweep.per_layer)
+        n = resolve_k(k, heads.n_layers, heads.n_units, sweep.per_layer)   # units: heads or KV groups
         if n not in seen:
             seen.add(n)
             out.append(k)
@@ -120,8 +120,9 @@ def duplicate_k_notes(sweep: Sweep, heads: dict[str, Heads]) -> list[str]:
         kept = set(distinct_ks(sweep, h))
         for k in sweep.k:
             if k and k not in kept:
-                n = resolve_k(k, h.n_layers, h.n_heads, sweep.per_layer)
-                notes.append(f"k: {k!r} removes {n} heads of {label}, like an earlier K; run once")
+                n = resolve_k(k, h.n_layers, h.n_units, sweep.per_layer)
+                what = "KV groups" if h.unit == "kv_group" else "heads"
+                notes.append(f"k: {k!r} removes {n} {what} of {label}, like an earlier K; run once")
     return notes
 
 

@@ -20,7 +20,7 @@ from headsweep.trials.spec import (NORMALIZE, SINGLE_HEAD_INITS, DataSpec, Impor
 from headsweep.trials.strategies import STRATEGIES, k_problem
 from headsweep.trials.tasks import task_for
 
-MODEL_KEYS = ("name", "label", "tokenizer", "trust_remote_code")
+MODEL_KEYS = ("name", "label", "tokenizer", "trust_remote_code", "gguf_file")
 RESOURCE_STAGES = ("finetune", "prune")
 TOP_KEYS = ("name", "models", "data", "importance", "finetune", "strategies", "k", "per_layer",
             "seeds", "single_head_arch", "resources", "storage", "max_failures", "trust_remote_code",
@@ -179,13 +179,16 @@ def _models(raw, p: Problems, trust_default: bool, suggested: set) -> tuple[Mode
         if tok is not None:
             tok = string(f"{key}.tokenizer", tok, p)
         trust = boolean(f"{key}.trust_remote_code", m.get("trust_remote_code", trust_default), p)
+        gguf = m.get("gguf_file")
+        if gguf is not None:
+            gguf = string(f"{key}.gguf_file", gguf, p)
         if name and label:
             if label in seen:
                 p.add(f"{key}.label", label, f"duplicate model label (models[{seen[label]}] has it too); "
                                              "set 'label:' to tell the models apart")
             else:
                 seen[label] = i
-            out.append(ModelSpec(name=name, label=label, tokenizer=tok, trust_remote_code=bool(trust)))
+            out.append(ModelSpec(name=name, label=label, tokenizer=tok, trust_remote_code=bool(trust), gguf_file=gguf))
     return tuple(out)
 
 

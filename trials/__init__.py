@@ -6,6 +6,8 @@
         logits = model(**batch).logits
     scores = trials.head_importance(model, batches)  # [n_layers, n_heads], raw
     trials.prune_heads(model, [(0, 3), (5, 11)])     # physical removal, same logits
+    with trials.units(llama, "kv_group"):            # grouped-query models: KV groups as the units
+        scores = trials.head_importance(llama, batches)  # [n_layers, n_kv_heads]
 
 Names load lazily (PEP 562), so ``import trials.spec`` — all the CLI needs to read a sweep file —
 does not pay for importing torch and transformers.
@@ -22,6 +24,7 @@ _EXPORTS = {
     "headsweep.trials.prune": ("count_parameters", "prune_heads"),
     "headsweep.trials.strategies": ("STRATEGIES", "choose_heads", "resolve_k"),
     "headsweep.trials.spec": ("DataSpec", "FinetuneSpec", "ImportanceSpec", "ModelSpec", "PruneSpec", "TrainSpec"),
+    "headsweep.trials.units": ("units",),
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = sorted(_WHERE)

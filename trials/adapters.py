@@ -24,24 +24,65 @@ def adapter_for(model: nn.Module) -> "Adapter":
 
 @dataclass(frozen=True)
 class HeadLayout:
+    """A model's attention units. ``unit`` "head": one unit per query head; "kv_group" (inside
+    ``trials.units.units``): one per key/value head, covering the ``query_per_unit`` query heads
+    that read it, which sit side by side at the output projection's input, so a group is a head
+    ``query_per_unit`` times as wide there and every gate, mask and importance method works on it
+    unchanged."""
     n_layers: int
-    n_heads: int                        # heads per layer in the unpruned architecture
-    head_dim: int
-    heads_per_layer: tuple[int, ...]    # heads currently present (differs after prune_heads)
+    n_heads: int                        # units per layer in the unpruned architecture
+    head_dim: int                       # a unit's channels at the output projection's input
+    heads_per_layer: tuple[int, ...]    # units currently present (differs after prune_heads)
+    n_kv_heads: int | None = None       # key/value heads per layer (None: one per query head)
+    unit: str = "head"
+    query_per_unit: int = 1             # query heads one unit covers
 
     @property
     def total(self) -> int:
         return self.n_layers * self.n_heads
 
+    @property
+    def query_heads(self) -> int:
+        """Query heads per layer (unpruned)."""
+        return self.n_heads * self.query_per_unit
+
+    @property
+    def query_total(self) -> int:
+        return self.n_layers * self.query_heads
+
+    @property
+    def kv_heads(self) -> int:
+        return self.n_kv_heads or self.query_heads
+
+    @property
+    def group_size(self) -> int:
+        """Query heads per key/value head (1 without GQA)."""
+        return self.query_heads // self.kv_heads
+
+    def query_heads_of(self, units) -> list[tuple[int, int]]:
+        """The (layer, query head) pairs the (layer, unit) pairs ``units`` cover, sorted."""
+        q = self.query_per_unit
+        return sorted({(int(layer), int(u) * q + j) for layer, u in units for j in range(q)})
+
+    def groups_removed(self, query_heads) -> list[tuple[int, int]]:
+        """The (layer, KV group) pairs all of whose query heads are in ``query_heads``."""
+        gone, g = {(int(layer), int(h)) for layer, h in query_heads}, self.group_size
+        return [(layer, k) for layer in range(self.n_layers) for k in range(self.kv_heads)
+                if all((layer, k * g + j) in gone for j in range(g))]
+
 
 def head_layout(model: nn.Module) -> HeadLayout:
-    """Layer/head counts of a supported model; raises (listing supported types) for others."""
-    adapter_for(model)  # raises, listing the supported architectures
+    """Layer/head counts of a supported model; raises (listing supported types) for others.
+    Inside ``trials.units.units(model, "kv_group")`` the units are KV groups."""
+    ad = adapter_for(model)  # raises, listing the supported architectures
     cfg = model.config
     n_layers, n_heads = cfg.num_hidden_layers, cfg.num_attention_heads
     present = getattr(model, "headsweep_present_heads", None)
-    per_layer = tuple(len(present[i]) for i in range(n_layers)) if present else (n_heads,) * n_layers
-    return HeadLayout(n_layers, n_heads, cfg.hidden_size // n_heads, per_layer)
+    per_layer = (tuple(sum(h >= 0 for h in present[i]) for i in range(n_layers)) if present
+                 else (n_heads,) * n_layers)
+    query = HeadLayout(n_layers, n_heads, ad.head_dim(cfg), per_layer, ad.kv_heads(cfg))
+    from headsweep.trials.units import unit_layout
+    return unit_layout(model, query)
 
 
 # ---------------------------------------------------------------------------- slicing helpers
@@ -104,7 +145,10 @@ class NoHeads(nn.Module):
         if proj is None:
             return z, None
         # = proj(z) for a zero-width input (Conv1D cannot view a 0-element tensor as [-1, 0]).
-        out = proj.bias.to(hidden_states.dtype).expand(*hidden_states.shape[:-1], -1)
+        if proj.bias is None:                         # no output bias (the Llama family): nothing added
+            out = hidden_states.new_zeros(*hidden_states.shape[:-1], proj.out_features)
+        else:
+            out = proj.bias.to(hidden_states.dtype).expand(*hidden_states.shape[:-1], -1)
         return self.dropout(out), None
 
 
@@ -145,6 +189,42 @@ class Adapter:
     def prune_layer(self, model, i: int, keep: list[int], head_dim: int) -> None:
         """Keep only the (current, 0-based) heads ``keep`` of layer i."""
         raise NotImplementedError
+
+    # What grouped-query architectures (trials/gqa.py) answer differently.
+    one_head_variant = True          # single_head_arch can merge a layer's heads into one
+
+    def head_dim(self, config) -> int:
+        return config.hidden_size // config.num_attention_heads
+
+    def kv_heads(self, config) -> int:
+        """Key/value heads per layer: one per query head unless the architecture groups them."""
+        return config.num_attention_heads
+
+    def prepare(self, model) -> None:
+        """Adjust a loaded model for sequence classification (nothing by default)."""
+
+    def prune_present(self, model, i: int, current: list[int], drop: set[int], head_dim: int) -> list[int]:
+        """Remove the heads ``drop`` (original indices) from layer i, whose present heads are
+        ``current``; returns the heads present afterwards."""
+        keep = [pos for pos, h in enumerate(current) if h not in drop]
+        self.prune_layer(model, i, keep, head_dim)
+        return [current[pos] for pos in keep]
+
+    def attention_params_kept(self, model, i: int, removed: set[int]) -> int:
+        """Attention-projection parameters of the unpruned layer i left after pruning its heads
+        ``removed``: each projection splits evenly over the heads, except the output bias, which
+        stays however many heads go (as with a zero gate)."""
+        out_proj, split, total = self.out_proj(model, i), 0, 0
+        for mod in self.attention_modules(model, i):
+            for name, p in mod.named_parameters(recurse=False):
+                total += p.numel()
+                if not (mod is out_proj and name == "bias"):
+                    split += p.numel()
+        return total - split // model.config.num_attention_heads * len(removed)
+
+    def kv_heads_kept(self, model, i: int, removed: set[int]) -> int:
+        """Key/value heads layer i keeps after pruning its heads ``removed`` (each head has its own)."""
+        return model.config.num_attention_heads - len(removed)
 
 
 @ADAPTERS.register("gpt2")
@@ -225,3 +305,7 @@ class BertAdapter(Adapter):
             setattr(s, name, _take_linear(getattr(s, name), idx, dim=0))
         s.num_attention_heads = len(keep)
         s.all_head_size = len(keep) * head_dim
+
+
+# The grouped-query (Llama-family) adapter registers itself; imported last, as it builds on the above.
+from headsweep.trials import gqa  # noqa: E402,F401

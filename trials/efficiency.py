@@ -1,10 +1,16 @@
-"""What pruning buys: parameter counts after physical pruning, and the latency ratio.
+"""What pruning buys: parameter counts and KV-cache size after physical pruning, and the latency ratio.
 
 Every attention projection of a layer (q, k, v and the output projection, GPT-2's fused
 ``c_attn`` too) is split evenly over the layer's heads, except the output projection's bias,
 which stays however many heads go (as with a zero gate). So removing a head removes
-``per_head[layer]`` parameters, and the counts here equal ``count_parameters(prune_heads(...))``
-without copying the model (tests/trials/test_efficiency.py checks both ways).
+``per_head[layer]`` parameters; grouped-query layers count query slots and KV heads as their
+pruning keeps them (trials/gqa.py). The counts here equal ``count_parameters(prune_heads(...))``
+without copying the model (tests/trials/test_efficiency.py and test_gqa.py check both ways).
+
+``kv_cache_bytes_per_token`` is what one token adds to a KV cache: a key and a value vector per
+KV head and layer, in the dtype of the model's weights (fp32 checkpoints: 4 bytes; a bf16 cache
+holds half). Only removing every query head of a KV group shrinks it; without GQA each head has its
+own key and value. (Encoders keep no cache; the count is the same keys and values.)
 
 ``speedup`` times the unpruned model and a physically pruned copy on the same batches, on the same
 worker, interleaved (A B, B A, ...), and divides the medians: unpruned / pruned, > 1 = faster.
@@ -14,6 +20,7 @@ from __future__ import annotations
 import copy
 import statistics
 import time
+from collections import defaultdict
 from collections.abc import Sequence
 
 import torch
@@ -27,32 +34,25 @@ SPEED_REPEATS = 7        # interleaved timing rounds (median over them)
 SPEED_BATCHES = 8        # evaluation batches timed per round
 
 
-def attention_parameters(model: nn.Module) -> tuple[list[int], int]:
-    """(parameters one head owns in each layer, all attention-projection parameters) of an
-    unpruned model."""
-    layout = head_layout(model)
-    if getattr(model, "headsweep_present_heads", None):
-        raise ValueError("attention_parameters needs the unpruned model")
-    ad = adapter_for(model)
-    per_head, total = [], 0
-    for i in range(layout.n_layers):
-        out_proj = ad.out_proj(model, i)
-        split = 0
-        for mod in ad.attention_modules(model, i):
-            for name, p in mod.named_parameters(recurse=False):
-                total += p.numel()
-                if not (mod is out_proj and name == "bias"):   # the output bias stays
-                    split += p.numel()
-        per_head.append(split // layout.n_heads)
-    return per_head, total
-
-
 def efficiency(model: nn.Module, removed: Sequence[Head]) -> dict:
-    """``params_total``, ``params_pruned`` and ``attn_params_kept`` of removing ``removed``."""
-    per_head, attn_total = attention_parameters(model)
-    gone = sum(per_head[int(layer)] for layer, _ in set(map(tuple, removed)))
+    """``params_total``, ``params_pruned``, ``attn_params_kept`` and the KV-cache bytes per token
+    (``kv_cache_bytes_per_token_total`` unpruned, ``kv_cache_bytes_per_token`` after) of removing
+    ``removed`` from the unpruned ``model`` (units of ``trials.units.units`` if active)."""
+    if getattr(model, "headsweep_present_heads", None):
+        raise ValueError("efficiency needs the unpruned model")
+    layout = head_layout(model)
+    by_layer = defaultdict(set)
+    for layer, head in layout.query_heads_of(removed):
+        by_layer[layer].add(head)
+    ad = adapter_for(model)
+    kept = [ad.attention_params_kept(model, i, by_layer[i]) for i in range(layout.n_layers)]
+    attn_total = sum(ad.attention_params_kept(model, i, set()) for i in range(layout.n_layers))
     total = count_parameters(model)
-    return {"params_total": total, "params_pruned": total - gone, "attn_params_kept": attn_total - gone}
+    per_kv = 2 * layout.head_dim // layout.query_per_unit * ad.out_proj(model, 0).weight.element_size()
+    kv = [ad.kv_heads_kept(model, i, by_layer[i]) for i in range(layout.n_layers)]
+    return {"params_total": total, "params_pruned": total - attn_total + sum(kept), "attn_params_kept": sum(kept),
+            "kv_cache_bytes_per_token_total": per_kv * layout.kv_heads * layout.n_layers,
+            "kv_cache_bytes_per_token": per_kv * sum(kv)}
 
 
 def pruned_copy(model: nn.Module, removed: Sequence[Head]) -> nn.Module:

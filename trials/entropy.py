@@ -3,7 +3,8 @@ entropy, in nats, of each head's attention distribution, over every non-padding 
 the importance examples (token-weighted, as bertology's ``compute_heads_importance``).
 
 A low-entropy head attends sharply; a high-entropy one spreads its attention (towards a bag of
-words). The method's ``sign`` is -1: lower entropy ranks as more important. The attention
+words). A KV group (``importance.unit: kv_group``) scores the mean entropy of its query heads (each
+keeps its own attention distribution; the group shares only keys and values). The method's ``sign`` is -1: lower entropy ranks as more important. The attention
 probabilities need ``output_attentions``, which fused (sdpa/flash) kernels do not return, so the
 pass runs with eager attention and the model's own implementation is restored afterwards.
 
@@ -41,6 +42,8 @@ def attention_entropy(model: nn.Module, batches: Iterable[dict]) -> torch.Tensor
                 for layer, att in enumerate(out.attentions):                     # [batch, heads, q, k]
                     p = att.double()
                     h = -torch.special.xlogy(p, p).sum(-1)                       # [batch, heads, q]
+                    # a KV group (trials/units.py): the mean of its query heads' entropies
+                    h = h.view(h.shape[0], layout.n_heads, layout.query_per_unit, -1).mean(2)
                     total[layer] += (h * queries[:, None, :]).sum((0, 2))
                 tokens += int(queries.sum())
     finally:

@@ -30,8 +30,10 @@ def hook_name(layer: int) -> str:
 
 
 def _make_pre_hook(gates: torch.Tensor, layer: int, head_dim: int, present: list[int] | None):
-    # After physical pruning the input holds only the heads still present, in order.
-    idx = None if present is None else torch.tensor(present, dtype=torch.long, device=gates.device)
+    # After physical pruning the input holds only the heads still present, in order. A padding
+    # slot of a grouped-query layer (-1, trials/gqa.py) meets zero output columns: any gate will do.
+    idx = None if present is None else torch.tensor([max(h, 0) for h in present], dtype=torch.long,
+                                                    device=gates.device)
 
     def pre_hook(module, args):
         x = args[0]                                   # [batch, seq, heads*head_dim]

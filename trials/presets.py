@@ -1,10 +1,11 @@
-"""Offline presets: ``preset:tiny-gpt2`` / ``preset:tiny-distilbert`` / ``preset:tiny-bert``.
+"""Offline presets: ``preset:tiny-gpt2`` / ``-distilbert`` / ``-bert`` / ``-llama``.
 
-Small models with several heads per layer (4 layers x 4 heads, hidden 64), so the CPU demo and
-the tests run in minutes, with no network.
+Small models with several heads per layer (4 layers x 4 heads, hidden 64; tiny-llama: 4 layers x 8
+query heads sharing 2 key/value heads, hidden 64), so the CPU demo and the tests run in minutes,
+with no network.
 
 - ``preset:tiny-<arch>`` is a *pretrained* base, as a hub model is: weights pretrained once with a
-  fixed seed (causal LM for GPT-2, masked LM for DistilBERT and BERT) on a generated corpus in the
+  fixed seed (causal LM for GPT-2 and Llama, masked LM for DistilBERT and BERT) on a generated corpus in the
   synthetic task's vocabulary, shipped under ``trials/preset_weights/tiny-<arch>/`` with its
   word-level tokenizer and made by ``python -m headsweep.trials.pretrain`` (docs/demo.md). Every seed shares
   these weights; only the classifier (drawn from the caller's seed), data order and dropout vary.
@@ -69,10 +70,21 @@ def _bert_config(vocab_size, **ids):
                       pad_token_id=ids["pad_token_id"])
 
 
+def _llama_config(vocab_size, **ids):
+    """Grouped-query attention: 8 query heads share 2 key/value heads (4 per KV group), head_dim 8;
+    the embedding is tied to the LM head, as in small Llama-family models (SmolLM2), which also
+    keeps the shipped file under 1 MB."""
+    from transformers import LlamaConfig
+    return LlamaConfig(vocab_size=vocab_size, max_position_embeddings=256, hidden_size=64, num_hidden_layers=4,
+                       num_attention_heads=8, num_key_value_heads=2, intermediate_size=128,
+                       tie_word_embeddings=True, **ids)
+
+
 ARCHS = {  # arch -> (config, word-tokenizer style, bare-vocab tokenizer class, LM class, objective)
     "gpt2": (_gpt2_config, "gpt2", "GPT2Tokenizer", "GPT2LMHeadModel", "clm"),
     "distilbert": (_distilbert_config, "bert", "DistilBertTokenizer", "DistilBertForMaskedLM", "mlm"),
     "bert": (_bert_config, "bert", "BertTokenizer", "BertForMaskedLM", "mlm"),
+    "llama": (_llama_config, "gpt2", "LlamaTokenizer", "LlamaForCausalLM", "clm"),
 }
 for _arch, _parts in ARCHS.items():
     PRESETS.add(f"{PRESET_PREFIX}tiny-{_arch}", Preset(*_parts, weights=f"tiny-{_arch}"))

@@ -2,7 +2,7 @@
 
 Each preset (trials/presets.py) is pretrained once, from a fixed seed, on the generated review
 corpus of trials/synthetic.py (``review_corpus``): a causal-LM objective (next word) for GPT-2 and
-a masked-LM objective (15% of words, 80/10/10 [MASK]/random/kept, transformers'
+Llama, a masked-LM objective (15% of words, 80/10/10 [MASK]/random/kept, transformers'
 ``DataCollatorForLanguageModeling``) for DistilBERT and BERT. The vocabulary is a word-level one
 built from the corpus and the task's lexicon, so it covers the fine-tuning task.
 
@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from headsweep.trials.presets import PRESET_PREFIX, PRESETS, RANDOM_SUFFIX, WEIGHTS_DIR, special_ids
+from headsweep.trials.presets import ARCHS, PRESET_PREFIX, PRESETS, RANDOM_SUFFIX, WEIGHTS_DIR, special_ids
 from headsweep.trials.synthetic import VERDICT_VERBS, lexicon, review_corpus
 from headsweep.trials.tokenizers import word_tokenizer
 
@@ -56,7 +56,7 @@ class Recipe:
     verdict_mask_share: float = 0.5   # masked LM: each verdict verb also masked with this chance
 
 
-RECIPES = {f"{PRESET_PREFIX}tiny-{arch}": Recipe() for arch in ("gpt2", "distilbert", "bert")}
+RECIPES = {f"{PRESET_PREFIX}tiny-{arch}": Recipe() for arch in ARCHS}
 
 
 def sha256_text(texts) -> str:
@@ -199,7 +199,7 @@ def pretrain(name: str, recipe: Recipe | None = None, stop_after: int | None = N
         model = without_dropout(init_model(name, tok))
         docs = review_corpus(recipe.docs, CORPUS_SEED)
         batches = Batches(tok, docs, recipe, mlm)
-        no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight", "ln_")
+        no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight", "ln_", "norm.weight")   # (RMS)norm scales
         groups = [
             {"params": [p for n, p in model.named_parameters() if not any(s in n for s in no_decay)],
              "weight_decay": recipe.weight_decay},

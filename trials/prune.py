@@ -19,7 +19,14 @@ Head = tuple[int, int]
 
 
 def prune_heads(model: nn.Module, heads: Sequence[Head]) -> nn.Module:
-    """Remove ``heads`` physically (in place) and return the model."""
+    """Remove ``heads`` physically (in place) and return the model. Inside
+    ``trials.units.units(model, "kv_group")`` the pairs name KV groups (the pruned model names
+    query heads again)."""
+    from headsweep.trials.units import without_units
+    active = head_layout(model)
+    if active.unit != "head":
+        heads = active.query_heads_of(heads)
+    without_units(model)
     layout = head_layout(model)
     mask_tensor(layout, heads)  # validates the pairs
     ad = adapter_for(model)
@@ -32,9 +39,7 @@ def prune_heads(model: nn.Module, heads: Sequence[Head]) -> nn.Module:
         current = present[layer]
         if not drop & set(current):
             continue
-        keep_positions = [pos for pos, h in enumerate(current) if h not in drop]
-        ad.prune_layer(model, layer, keep_positions, layout.head_dim)
-        present[layer] = [current[pos] for pos in keep_positions]
+        present[layer] = ad.prune_present(model, layer, current, drop, layout.head_dim)
     model.headsweep_present_heads = present
     return model
 

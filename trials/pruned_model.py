@@ -2,7 +2,7 @@
 
 transformers 5 has no per-layer head counts (``pruned_heads`` is gone), so a pruned model is saved
 with the heads each layer keeps in its config (``headsweep_present_heads``: {layer: [original head
-indices]}, ``headsweep_heads_per_layer``) and a small modeling file whose class builds the base
+indices]}, -1 for a grouped-query layer's padding slot (trials/gqa.py); ``headsweep_heads_per_layer``) and a small modeling file whose class builds the base
 architecture, prunes it to those heads, then loads the weights. Both of these reload it:
 
     AutoModelForSequenceClassification.from_pretrained(path, trust_remote_code=True)  # the saved file
@@ -57,7 +57,7 @@ def save_pruned(model: nn.Module, tokenizer, out_dir: Path) -> Path:
     name = f"Pruned{base.__name__}"
     cfg = model.config
     setattr(cfg, PRESENT_KEY, {str(k): list(v) for k, v in sorted(present.items())})
-    cfg.headsweep_heads_per_layer = [len(present[i]) for i in range(cfg.num_hidden_layers)]
+    cfg.headsweep_heads_per_layer = [sum(h >= 0 for h in present[i]) for i in range(cfg.num_hidden_layers)]
     cfg.auto_map = {AUTO_CLASS: f"{MODULE}.{name}"}
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir, safe_serialization=True)

@@ -16,9 +16,12 @@ from headsweep.trials.spec import PruneSpec, row_key, to_dict
 
 def make_row(spec, heads, removed, metrics: dict, extra: dict, discriminator: str | None = None) -> dict:
     """The results row of a trial, or of one of its rows (``discriminator``: "layer3", "step2"):
-    ``heads`` is the model's HeadLayout, ``metrics`` what ``train.evaluate`` returned."""
+    ``heads`` is the model's HeadLayout in the trial's unit and ``removed`` its (layer, unit)
+    pairs (k counts units; heads_* count query heads), ``metrics`` what ``train.evaluate``
+    returned."""
     ft = spec.finetune if isinstance(spec, PruneSpec) else spec
     total = heads.total
+    query = heads.query_heads_of(removed)
     key = spec.key if discriminator is None else row_key(spec, discriminator)
     return result_row(
         model=ft.model.label, arch=ft.model.arch, variant=ft.model.variant, arch_init=ft.model.init,
@@ -29,8 +32,9 @@ def make_row(spec, heads, removed, metrics: dict, extra: dict, discriminator: st
         seed=ft.seed, recovery_epochs=float(getattr(spec, "recovery_epochs", 0)),
         **{k: metrics.get(k) for k in METRIC_COLUMNS}, n_eval=metrics["n_eval"],
         metric=ft.metric, eval_split=ft.data.eval,
-        heads_total=total, heads_kept=total - len(removed),
-        heads_removed=json.dumps([list(h) for h in sorted(map(tuple, removed))]),
+        heads_total=heads.query_total, heads_kept=heads.query_total - len(query),
+        heads_removed=json.dumps([list(h) for h in query]),
+        groups_removed=json.dumps([list(g) for g in heads.groups_removed(query)]), unit=heads.unit,
         trial_key=key, spec_key=spec.key, stage_a_key=ft.key, stage=spec.stage,
         eval_seconds=metrics.get("eval_seconds", 0.0),
         config=json.dumps(to_dict(spec), sort_keys=True),

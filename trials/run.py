@@ -22,7 +22,6 @@ import pandas as pd
 import torch
 
 from headsweep.trials import atomic, layout
-from headsweep.trials.adapters import head_layout
 from headsweep.trials.data import Encoded, eval_loader, limit_eval, load_task, read_split
 from headsweep.trials.efficiency import efficiency
 from headsweep.trials.errors import UserError
@@ -32,6 +31,7 @@ from headsweep.trials.rows import extra_evals_json, importance_frame, load_score
 from headsweep.trials.spec import DataSpec, FinetuneSpec, PruneSpec, from_dict, to_dict
 from headsweep.trials.tokenizers import uses_token_types
 from headsweep.trials.train import accelerator_scope, evaluate, finetune
+from headsweep.trials.units import units
 
 
 def run_finetune(spec: FinetuneSpec, out_dir: Path, progress: bool = False) -> list[dict]:
@@ -45,8 +45,8 @@ def run_finetune(spec: FinetuneSpec, out_dir: Path, progress: bool = False) -> l
     m = spec.model
     texts = list(task.train["text"]) + (list(task.train["text_pair"]) if "text_pair" in task.train else [])
     model, tok = load_model(m.name, task.num_labels, tokenizer=m.tokenizer, texts=texts,
-                            single_head=m.single_head, trust_remote_code=m.trust_remote_code, scratch=m.scratch)
-    heads = head_layout(model)
+                            single_head=m.single_head, trust_remote_code=m.trust_remote_code, scratch=m.scratch,
+                            gguf_file=m.gguf_file)
     max_len, types = spec.data.max_length, uses_token_types(model)
 
     def enc(df):
@@ -62,10 +62,11 @@ def run_finetune(spec: FinetuneSpec, out_dir: Path, progress: bool = False) -> l
         t0 = time.perf_counter()
         imp_batches = eval_loader(enc(task.importance), tok.pad_token_id, spec.importance.batch_size)
         frames = []
-        for method in spec.importance.method:
-            raw = IMPORTANCE_METHODS[method](model, imp_batches) if len(task.importance) else torch.zeros(
-                heads.n_layers, heads.n_heads)
-            frames.append(importance_frame(raw, method, spec.importance.normalize))
+        with units(model, spec.importance.unit) as unit_heads:     # scores per unit (head or KV group)
+            for method in spec.importance.method:
+                raw = IMPORTANCE_METHODS[method](model, imp_batches) if len(task.importance) else torch.zeros(
+                    unit_heads.n_layers, unit_heads.n_heads)
+                frames.append(importance_frame(raw, method, spec.importance.normalize))
         imp_seconds = time.perf_counter() - t0
         mixed = acc.mixed_precision
     imp = pd.concat(frames, ignore_index=True)
@@ -80,7 +81,7 @@ def run_finetune(spec: FinetuneSpec, out_dir: Path, progress: bool = False) -> l
         shutil.rmtree(ckpt)
     os.replace(tmp, ckpt)
     atomic.write_parquet(out_dir / layout.TRIAL_IMPORTANCE, imp)
-    row = make_row(spec, heads, [], metrics, {
+    row = make_row(spec, unit_heads, [], metrics, {   # the row names the sweep's unit
         **train_stats, **efficiency(model, []), "extra_evals": extra_evals_json(others),
         "importance_seconds": imp_seconds, "importance_examples": len(task.importance),
         "importance_method": spec.importance.method[0], "mixed_precision": mixed})
@@ -101,7 +102,8 @@ def run_prune(spec: PruneSpec, checkpoint_dir: Path, out_dir: Path, progress: bo
     scores = stage_b.ranking(spec, checkpoint_dir)
     eval_sets = {"": cached_eval_split(str(checkpoint_dir), ft.data)}
     eval_sets |= {split: cached_eval_split(str(checkpoint_dir), ft.data, split) for split in ft.data.extra_eval}
-    with accelerator_scope(ft.train.mixed_precision) as acc:
+    # Inside the unit view the strategies, masks and K count the stage-A scores' units.
+    with accelerator_scope(ft.train.mixed_precision) as acc, units(model, ft.importance.unit):
         trial = stage_b.Trial(spec, model, tok, acc, out_dir, eval_sets, progress)
         rows = stage_b.run(trial, scores)
     return write_outputs(out_dir, rows)

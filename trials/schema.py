@@ -29,16 +29,18 @@ RESULT_COLUMNS: tuple[Column, ...] = (
     # the contract, in its order
     _c("model", "str", "model label (models[].label)", contract=True),
     _c("strategy", "str", "how heads were chosen for removal (STRATEGY_ORDER)", contract=True),
-    _c("k", "int", "heads removed from the whole model", 0, contract=True),
-    _c("k_fraction", "float", "k / heads_total", 0.0, contract=True),
+    _c("k", "int", "units removed from the whole model (query heads; KV groups with unit kv_group)", 0,
+       contract=True),
+    _c("k_fraction", "float", "k / units of the model (= query heads removed / heads_total)", 0.0, contract=True),
     _c("seed", "int", "the fine-tuning seed", contract=True),
     _c("recovery_epochs", "float", "epochs fine-tuned with the mask before evaluation", 0.0, contract=True),
     _c("accuracy", "float", "evaluation accuracy", contract=True),
     _c("f1", "float", "evaluation macro F1 (binary tasks: the macro average too)", contract=True),
     _c("loss", "float", "mean evaluation loss (cross-entropy; MSE for regression)", contract=True),
     _c("n_eval", "int", "evaluation examples", contract=True),
-    _c("heads_total", "int", "heads of the unpruned model", contract=True),
-    _c("heads_kept", "int", "heads_total - k", contract=True),
+    _c("heads_total", "int", "(query) heads of the unpruned model", contract=True),
+    _c("heads_kept", "int", "heads_total - the query heads in heads_removed (= heads_total - k for unit head)",
+       contract=True),
     _c("heads_removed", "json", "[[layer, head], ...]: masking these on the checkpoint reproduces the row",
        "[]", contract=True),
     _c("trial_key", "str", "hash of the trial's frozen spec: the row, cache and predictions key", contract=True),
@@ -58,6 +60,10 @@ RESULT_COLUMNS: tuple[Column, ...] = (
     _c("layer", "int", "layer-single-head: the one layer reduced to its most important head"),
     _c("head", "int", "each-head: the one head removed (with layer)"),
     _c("step", "int", "iterative: the pruning step that produced the row (1 = first)"),
+    _c("unit", "str", "importance.unit: what k, k_fraction and the strategies count (head: query heads; "
+                      "kv_group: key/value groups, each with every query head that reads it)", "head"),
+    _c("groups_removed", "json", "[[layer, kv_group], ...]: the KV groups left with no query head (unit "
+                                 "kv_group: the groups removed; without GQA the heads removed)", "[]"),
     # what was measured besides the contract's metrics
     _c("metric", "str", "the sweep's primary metric (accuracy, f1, mcc, pearson, spearman)", "accuracy"),
     _c("mcc", "float", "Matthews correlation (computed where the task is classification)"),
@@ -68,6 +74,10 @@ RESULT_COLUMNS: tuple[Column, ...] = (
     _c("attn_params_kept", "int", "attention parameters left after physically pruning heads_removed"),
     _c("params_total", "int", "parameters of the unpruned model"),
     _c("params_pruned", "int", "parameters after physically pruning heads_removed"),
+    _c("kv_cache_bytes_per_token_total", "int", "bytes one token adds to the KV cache of the unpruned model "
+                                                "(keys and values of every KV head and layer, weight dtype)"),
+    _c("kv_cache_bytes_per_token", "int", "the same after physically pruning heads_removed (shrinks only as "
+                                          "KV groups lose all their query heads)"),
     _c("speedup", "float", "latency of the unpruned model / the pruned one, same worker (measure_speed)"),
     _c("pruned_model", "str", "the saved pruned model, relative to the sweep directory (save_pruned)"),
     _c("node_id", "str", "Ray node the trial ran on", varies=True),

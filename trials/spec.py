@@ -38,6 +38,9 @@ NORMALIZE = ("auto", "none", "layer_l2")
 # layer_single_head.keep: "ranked" keeps the importance-ranked head of the layer; "best" tries each
 # head as the layer's only survivor on the evaluation set and keeps the best (an oracle).
 KEEP_RULES = ("ranked", "best")
+# What importance, strategies and K count (trials/units.py): query heads, or KV groups (a key/value
+# head with every query head that reads it; the same as a head where there is no GQA).
+UNITS = ("head", "kv_group")
 
 
 def num(default, **rule):
@@ -67,12 +70,13 @@ def internal(default):
 
 @dataclass(frozen=True)
 class ModelSpec:
-    name: str                       # hub id, local directory, or preset:tiny-gpt2 / -distilbert / -bert
+    name: str                       # hub id, local directory, or preset:tiny-gpt2 / -distilbert / -bert / -llama
     label: str = ""                 # short name used in results, checkpoint dirs and plots
     tokenizer: str | None = None    # optional tokenizer path/id (presets: real vocab files)
     single_head: str | None = internal(None)  # None, or a SINGLE_HEAD_INITS value: the one-head variant
     trust_remote_code: bool = False
     scratch: bool = internal(False)  # multi-head, every weight drawn from the config (init: scratch)
+    gguf_file: str | None = None    # a GGUF file in ``name`` (a directory or hub repo): loaded dequantised
 
     def __post_init__(self):
         if not self.label:
@@ -133,6 +137,8 @@ class ImportanceSpec:
     batch_size: int = num(32, integer=True, lo=1)
     # names in trials.importance.IMPORTANCE_METHODS; several = a grid factor on one fine-tune
     method: tuple[str, ...] = names(("gradient",))
+    # what is scored, ranked, counted by K and removed: query heads or whole KV groups
+    unit: str = text("head", choices=UNITS)
 
 
 @dataclass(frozen=True)

@@ -81,25 +81,30 @@ def test_predictions_and_importance_files(finished):
     assert len(imp) == 2 * 16 and set(imp["model"]) == {"tiny"}
 
 
-def test_row_rechecks_by_masking_the_checkpoint(finished):
-    """DESIGN: any row can be re-checked by masking exactly heads_removed on the stage-A checkpoint."""
+def recheck_accuracy(sweep_dir, checkpoint: str, heads) -> float:
+    """Accuracy of a stage-A checkpoint, loaded by plain transformers, with ``heads`` masked."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from headsweep import trials
     from headsweep.trials.data import Encoded, eval_loader, read_split
     from headsweep.trials.spec import DataSpec
-    sweep_dir, df = finished
-    row = df[(df["strategy"] == "top") & (df["seed"] == 1)].iloc[0]
-    ckpt = sweep_dir / "checkpoints" / "tiny__seed1"
+    ckpt = sweep_dir / "checkpoints" / checkpoint
     model = AutoModelForSequenceClassification.from_pretrained(ckpt).eval()
     tok = AutoTokenizer.from_pretrained(ckpt)
     ev = read_split(DataSpec(source="synthetic", synthetic_size=240, max_length=32), "eval")
     correct = 0
-    with torch.no_grad(), trials.masked(model, [tuple(h) for h in json.loads(row.heads_removed)]):
+    with torch.no_grad(), trials.masked(model, [tuple(h) for h in heads]):
         for b in eval_loader(Encoded(ev, tok, 32), tok.pad_token_id, 64):
             logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
             correct += int((logits.argmax(-1) == b["labels"]).sum())
-    assert correct / len(ev) == pytest.approx(row.accuracy)
+    return correct / len(ev)
+
+
+def test_row_rechecks_by_masking_the_checkpoint(finished):
+    """DESIGN: any row can be re-checked by masking exactly heads_removed on the stage-A checkpoint."""
+    sweep_dir, df = finished
+    row = df[(df["strategy"] == "top") & (df["seed"] == 1)].iloc[0]
+    assert recheck_accuracy(sweep_dir, "tiny__seed1", json.loads(row.heads_removed)) == pytest.approx(row.accuracy)
 
 
 def test_rebuilding_results_from_trial_outputs_gives_same_table(finished):
@@ -132,9 +137,14 @@ def test_rerun_reuses_finished_trials(finished):
 
 
 def test_resume_after_a_stop_after_stage_a(small_raw, write_sweep, tmp_path, ray_session, monkeypatch, capsys):
-    """Stopped (as by Ctrl+C) once stage A is done: exit 1, says so, and a resume finishes it."""
+    """Stopped (as by Ctrl+C) once stage A is done: exit 1, says so, and a resume finishes it, the
+    analysis and report included. With a grouped-query model beside the small one and
+    ``importance.unit: kv_group`` (tiny-llama: 4 layers x 2 KV groups of 4 query heads; for
+    DistilBERT a group is a head), the machinery runs unchanged and its rows count groups."""
     small_raw["name"] = "stopped"
     small_raw["single_head_arch"] = False
+    small_raw["models"].append({"name": "preset:tiny-llama", "label": "tiny-llama"})
+    small_raw["importance"]["unit"] = "kv_group"
     path = write_sweep(small_raw)
     monkeypatch.setenv("HEADSWEEP_FAULT", "driver:stop:stage_a")
     assert cli.main(["run", str(path), "--storage", str(tmp_path / "sw"), "--no-analysis"]) == 1
@@ -142,17 +152,33 @@ def test_resume_after_a_stop_after_stage_a(small_raw, write_sweep, tmp_path, ray
     sweep_dir = tmp_path / "sw" / "stopped"
     partial = pd.read_parquet(sweep_dir / "results.parquet")
     a, b = (partial["stage"] == "A").sum(), (partial["stage"] == "B").sum()
-    assert a == 2 and b < 6                      # stage B (running beside A) was stopped too
-    assert f"{6 - b} trials did not run (the run was stopped); continue with: headsweep resume" in err
+    assert a == 4 and b < 12                     # stage B (running beside A) was stopped too
+    assert f"{12 - b} trials did not run (the run was stopped); continue with: headsweep resume" in err
     stamps = {p.parent.name: p.stat().st_mtime_ns for p in (sweep_dir / "trials").glob("*/result.json")}
     monkeypatch.delenv("HEADSWEEP_FAULT")
-    assert cli.main(["resume", str(sweep_dir), "--no-analysis"]) == 0
+    assert cli.main(["resume", str(sweep_dir)]) == 0
     df = pd.read_parquet(sweep_dir / "results.parquet")
-    assert len(df) == 2 + 2 * 3 and df["trial_key"].is_unique
+    assert len(df) == 4 + 4 * 3 and df["trial_key"].is_unique
     # the stage-A trials were not run again
     for key, stamp in stamps.items():
         assert (sweep_dir / "trials" / key / "result.json").stat().st_mtime_ns == stamp
     assert (df[df["stage"] == "A"]["attempt"] == 1).all()
+    # K in KV groups: 0.25 of tiny-llama's 8 groups is 2 (8 query heads); single-head keeps one group per layer
+    llama = df[(df["model"] == "tiny-llama") & (df["stage"] == "B")].set_index(["strategy", "seed"]).sort_index()
+    assert (llama["unit"] == "kv_group").all() and (llama["heads_total"] == 32).all()
+    assert (llama.loc["top", "k"] == 2).all() and (llama.loc["top", "heads_kept"] == 24).all()
+    assert (llama.loc["single-head", "k"] == 4).all() and (llama.loc["single-head", "heads_kept"] == 16).all()
+    assert (llama["kv_cache_bytes_per_token"] < llama["kv_cache_bytes_per_token_total"]).all()
+    tiny = df[(df["model"] == "tiny") & (df["strategy"] == "top")]
+    assert (tiny["k"] == 4).all() and (tiny["groups_removed"] == tiny["heads_removed"]).all()  # no GQA
+    imp = pd.read_parquet(sweep_dir / "importance.parquet")
+    assert imp.groupby("model")["head"].nunique().to_dict() == {"tiny": 4, "tiny-llama": 2}
+    row = llama.loc[("top", 1)]
+    assert recheck_accuracy(sweep_dir, "tiny-llama__seed1", json.loads(row.heads_removed)) == pytest.approx(
+        row.accuracy)
+    report = (sweep_dir / "analysis" / "report.md").read_text()
+    assert "tiny-llama" in report and "Units: **KV groups**" in report
+    assert (sweep_dir / "analysis" / "analysis.ipynb").is_file()
 
 
 def test_a_different_sweep_in_the_same_directory_is_refused(finished, small_raw, write_sweep, capsys):

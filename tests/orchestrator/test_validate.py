@@ -60,13 +60,18 @@ def with_data(raw, source, **extra) -> dict:
 
 def model_dir(tmp_path, kind: str) -> Path:
     """A local model directory holding only config.json (no weights are needed to validate)."""
-    from transformers import GPT2Config, GPTNeoConfig, OPTConfig
+    from transformers import GPT2Config, GPTNeoConfig, LlamaConfig, OPTConfig
     ids = dict(vocab_size=50, bos_token_id=0, eos_token_id=0, pad_token_id=0)  # in the vocabulary: no warnings
     cfg = {"gpt_neo": lambda: GPTNeoConfig(num_layers=2, num_heads=2, hidden_size=8,
                                            attention_types=[[["global"], 2]], **ids),
            "opt": lambda: OPTConfig(num_hidden_layers=2, num_attention_heads=2, hidden_size=8,
                                     ffn_dim=16, **ids),
-           "gpt2": lambda: GPT2Config(n_layer=2, n_head=2, n_embd=8, **ids)}[kind]()
+           "gpt2": lambda: GPT2Config(n_layer=2, n_head=2, n_embd=8, **ids),
+           # grouped-query attention: 4 query heads in 2 KV groups; multi-query: 1 KV head
+           "llama": lambda: LlamaConfig(num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                        hidden_size=16, intermediate_size=16, **ids),
+           "llama-mqa": lambda: LlamaConfig(num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=1,
+                                            hidden_size=16, intermediate_size=16, **ids)}[kind]()
     d = tmp_path / f"model-{kind}"
     cfg.save_pretrained(d)
     return d
@@ -163,13 +168,28 @@ SWEEP_CASES = [
     ("unknown-strategy", _set("strategies", ["none", "topp"]),
      [("strategies[1]:", "did you mean 'top'", "single-head", "'topp'")]),
     ("unknown-architecture-gpt_neo", _arch("gpt_neo"),
-     [("models[0].name:", "'gpt_neo' is not supported", "gpt2", "model-gpt_neo")]),
+     [("models[0].name:", "'gpt_neo' is not supported", "gpt2", "llama", "qwen2", "mistral",
+       "units (importance.unit): head, kv_group", "model-gpt_neo")]),
     ("unknown-architecture-opt", _arch("opt"), [("models[0].name:", "'opt' is not supported", "model-opt")]),
     ("model-dir-without-config", _no_config_dir, [("models[0].name:", "config.json", "empty-model")]),
     ("model-dir-missing", _models({"name": "./no-such-model", "label": "m"}),
      [("models[0].name:", "no such model directory", "./no-such-model")]),
-    ("unknown-preset", _models({"name": "preset:tiny-llama"}),
-     [("models[0].name:", "unknown preset", "preset:tiny-gpt2", "preset:tiny-bert", "'preset:tiny-llama'")]),
+    ("unknown-preset", _models({"name": "preset:tiny-t5"}),
+     [("models[0].name:", "unknown preset", "preset:tiny-gpt2", "preset:tiny-llama", "'preset:tiny-t5'")]),
+    ("unknown-unit", _set("importance.unit", "group"), [("importance.unit:", "head, kv_group", "'group'")]),
+    ("kv_group-on-multi-query-attention", _many(_arch("llama-mqa"), _set("importance.unit", "kv_group"),
+                                                _set("single_head_arch", False)),
+     [("importance.unit:", "llama-mqa: llama uses multi-query attention", "use importance.unit: head",
+       "'kv_group'")]),
+    ("one-head-variant-of-gqa", _arch("llama"),
+     [("single_head_arch:", "llama (llama) has grouped-query attention", "'pretrained'")]),
+    ("k-exceeds-kv-groups", _many(_arch("llama"), _set("importance.unit", "kv_group"), _set("single_head_arch", False),
+                                  _set("k", [5])),
+     [("k[0]:", "between 0 and 4", "llama (2 layers x 2 KV groups)", "got 5)")]),
+    ("gguf-file-missing", lambda raw, t: raw.update(models=[{"name": str(t), "label": "g", "gguf_file": "no.gguf"}]),
+     [("models[0].gguf_file:", "no such file in", "'no.gguf'")]),
+    ("gguf-file-not-a-string", _models({"name": "preset:tiny-gpt2", "gguf_file": 3}),
+     [("models[0].gguf_file:", "non-empty string", "got 3)")]),
     ("duplicate-seeds", _set("seeds", [0, 1, 0]), [("seeds[2]:", "duplicate", "got 0)")]),
     ("duplicate-model-labels", _models({"name": "preset:tiny-gpt2", "label": "tiny"},
                                        {"name": "preset:tiny-bert", "label": "tiny"}),
@@ -407,6 +427,51 @@ def test_supported_local_model_dir_validates(harness, tmp_path, capsys):
     rc, out, err = harness.run_cli(["validate", harness.write(tmp_path, raw)], capsys)
     harness.assert_refused(rc, out, err, [("k[0]:", "between 0 and 4", "g (2 layers x 2 heads)", "got 5)")],
                    tmp_path=tmp_path)
+
+
+def test_a_gqa_model_counts_k_in_its_unit(harness, tmp_path, capsys):
+    """With importance.unit kv_group, K counts KV groups: 0.5 of 2 layers x 2 groups is 2 groups."""
+    raw = harness.base(tmp_path)
+    raw.update(models=[{"name": str(model_dir(tmp_path, "llama")), "label": "l"}], single_head_arch=False,
+               k=[0.5, 2], strategies=["none", "top"])
+    raw["importance"]["unit"] = "kv_group"
+    rc, out, err = harness.run_cli(["validate", harness.write(tmp_path, raw)], capsys)
+    assert rc == 0, err
+    assert "ok: small: 2 stage-A fine-tunes, 2 stage-B trials" in out                # K 0.5 = K 2: run once
+    assert "k: 2 removes 2 KV groups of l, like an earlier K; run once" in out + err
+    raw["importance"]["unit"] = "head"                                                # 0.5 of 8 heads = 4
+    rc, out, err = harness.run_cli(["validate", harness.write(tmp_path, raw)], capsys)
+    assert rc == 0 and "ok: small: 2 stage-A fine-tunes, 4 stage-B trials" in out, out + err
+
+
+def test_a_gguf_model_validates_offline(harness, llama_gguf, tmp_path, capsys):
+    """models[].gguf_file: the head layout comes from the GGUF file's metadata (2 layers x 4 query
+    heads in 2 KV groups); a file that is not GGUF is one line."""
+    _, path = llama_gguf
+    raw = harness.base(tmp_path)
+    raw.update(models=[{"name": str(path.parent), "label": "g", "gguf_file": path.name}], single_head_arch=False,
+               k=[3], strategies=["none", "top"])
+    raw["importance"]["unit"] = "kv_group"
+    rc, out, err = harness.run_cli(["validate", harness.write(tmp_path, raw)], capsys)
+    assert rc == 0 and "ok: small: 2 stage-A fine-tunes, 2 stage-B trials" in out, err
+    (path.parent / "not.gguf").write_text("plain text\n")
+    raw["models"][0]["gguf_file"] = "not.gguf"
+    rc, out, err = harness.run_cli(["validate", harness.write(tmp_path, raw)], capsys)
+    harness.assert_refused(rc, out, err, [("models[0].gguf_file:", "cannot read the GGUF file", "'not.gguf'")],
+                           tmp_path=tmp_path)
+
+
+@pytest.mark.parametrize("config", ["llama.yaml", "llama-kv.yaml"])
+def test_the_hub_llama_configs_validate_offline(harness, config, tmp_path, capsys, monkeypatch):
+    """configs/llama*.yaml (SmolLM2-135M on SST-2, query heads and KV groups) validate with no network:
+    the published architecture is known (checks.KNOWN_HUB_HEADS), the hub data set is left unchecked."""
+    import yaml
+    raw = yaml.safe_load((REPO / "configs" / config).read_text())
+    assert raw["importance"]["unit"] == ("kv_group" if "kv" in config else "head")
+    monkeypatch.chdir(tmp_path)
+    rc, out, err = harness.run_cli(["validate", REPO / "configs" / config], capsys)
+    assert rc == 0, err
+    assert out.startswith(f"ok: {raw['name']}:") and not (tmp_path / "sweeps").exists()
 
 
 # ---------------------------------------------------------------------------- through a real process

@@ -7,6 +7,8 @@ an independent computation:
 - GPT-2      ``transformer.h[i].attn.c_proj``                      Conv1D, weight [in, out]
 - DistilBERT ``distilbert.transformer.layer[i].attention.out_lin``  Linear, weight [out, in]
 - BERT       ``bert.encoder.layer[i].attention.output.dense``      Linear, weight [out, in]
+- Llama      ``model.layers[i].self_attn.o_proj``                   Linear, weight [out, in] (no bias;
+             8 query heads in 2 KV groups: query head h reads key/value head h // 4)
 
 Head h of layer i owns the projection's input channels h*d .. (h+1)*d.
 """
@@ -22,7 +24,7 @@ import torch
 # (measured: 12 steps of tiny-bert, 4.9 s with 2 threads, 0.38 s with 1).
 torch.set_num_threads(1)
 
-ARCHS = ("gpt2", "distilbert", "bert")
+ARCHS = ("gpt2", "distilbert", "bert", "llama")
 
 # Sentences in the synthetic task's vocabulary, of different lengths (so batches are padded).
 TEXTS = [
@@ -43,16 +45,22 @@ def out_proj(model, arch: str, layer: int) -> torch.nn.Module:
         return model.distilbert.transformer.layer[layer].attention.out_lin
     if arch == "bert":
         return model.bert.encoder.layer[layer].attention.output.dense
+    if arch == "llama":
+        return model.model.layers[layer].self_attn.o_proj
     raise AssertionError(arch)
 
 
 def head_weight(model, arch: str, layer: int, head: int, grad: bool = False) -> torch.Tensor:
     """View of the output-projection weights (or their ``.grad``) that read head ``head``'s channels."""
-    d = model.config.hidden_size // model.config.num_attention_heads
+    d = head_dim_of(model.config)
     w = out_proj(model, arch, layer).weight
     w = w.grad if grad else w
     # Conv1D weight is [in, out] -> input ROWS; nn.Linear weight is [out, in] -> input COLUMNS.
     return w[head * d:(head + 1) * d, :] if arch == "gpt2" else w[:, head * d:(head + 1) * d]
+
+
+def head_dim_of(config) -> int:
+    return getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
 
 
 @torch.no_grad()
@@ -101,6 +109,8 @@ def attention_params(model) -> int:
             hit = ".attn.c_attn." in name or ".attn.c_proj." in name
         elif arch == "bert":
             hit = ".attention.self." in name or ".attention.output.dense." in name
+        elif arch == "llama":
+            hit = ".self_attn." in name and parts[-2] in ("q_proj", "k_proj", "v_proj", "o_proj")
         else:                                                              # distilbert
             hit = ".attention." in name and parts[-2] in ("q_lin", "k_lin", "v_lin", "out_lin")
         total += p.numel() if hit else 0
@@ -123,7 +133,7 @@ def build_tiny(arch: str, seed: int = 0, suffix: str = "", num_labels: int = 2) 
     return SimpleNamespace(
         arch=arch, model=model, tok=tok, batch=batch,
         n_layers=cfg.num_hidden_layers, n_heads=cfg.num_attention_heads,
-        hidden=cfg.hidden_size, head_dim=cfg.hidden_size // cfg.num_attention_heads,
+        hidden=cfg.hidden_size, head_dim=head_dim_of(cfg),
         out_proj=lambda m, i: out_proj(m, arch, i),
         head_weight=lambda m, i, h, grad=False: head_weight(m, arch, i, h, grad),
         scale_heads=lambda m, factors: scale_heads(m, arch, factors),
@@ -170,12 +180,12 @@ def logits():
 # ---------------------------------------------------------------------------- stage-B checkpoints
 
 def make_checkpoint(out, arch: str, data, methods=("gradient",), seed: int = 0, examples: int = 32,
-                    shape: tuple[int, int] | None = None):
+                    shape: tuple[int, int] | None = None, unit: str = "head"):
     """A stage-A checkpoint without fine-tuning (stage B does not care how it was trained): the
     random-init preset of ``arch`` with the larger weights of ``perturb_`` (so every head matters),
-    saved in HF format with its tokenizer and the importance table of ``methods`` beside it.
-    ``shape`` = (layers, heads) builds that many instead of the preset's 4 x 4 (hidden 4 per head).
-    Returns the ``FinetuneSpec`` that stage-B specs point at."""
+    saved in HF format with its tokenizer and the importance table of ``methods`` (scored per
+    ``unit``) beside it. ``shape`` = (layers, heads) builds that many instead of the preset's 4 x 4
+    (hidden 4 per head). Returns the ``FinetuneSpec`` that stage-B specs point at."""
     from pathlib import Path
 
     import pandas as pd
@@ -189,7 +199,7 @@ def make_checkpoint(out, arch: str, data, methods=("gradient",), seed: int = 0, 
     from headsweep.trials.tokenizers import uses_token_types
     spec = FinetuneSpec(model=ModelSpec(name=f"preset:tiny-{arch}-random"), data=data,
                         train=TrainSpec(epochs=1, lr=1e-3, batch_size=16, eval_batch_size=32, mixed_precision="no"),
-                        importance=ImportanceSpec(examples=examples, batch_size=16, method=tuple(methods)),
+                        importance=ImportanceSpec(examples=examples, batch_size=16, method=tuple(methods), unit=unit),
                         seed=seed)
     task = load_task(data, examples)
     texts = list(task.train["text"]) + (list(task.train["text_pair"]) if "text_pair" in task.train else [])
@@ -207,8 +217,10 @@ def make_checkpoint(out, arch: str, data, methods=("gradient",), seed: int = 0, 
     model.eval()
     enc = Encoded(task.importance, tok, data.max_length, token_types=uses_token_types(model))
     batches = list(eval_loader(enc, tok.pad_token_id, 16))
-    imp = pd.concat([importance_frame(IMPORTANCE_METHODS[m](model, batches), m) for m in methods],
-                    ignore_index=True)
+    from headsweep.trials.units import units
+    with units(model, unit):
+        imp = pd.concat([importance_frame(IMPORTANCE_METHODS[m](model, batches), m) for m in methods],
+                        ignore_index=True)
     out = Path(out)
     model.save_pretrained(out)
     tok.save_pretrained(out)

@@ -29,15 +29,18 @@ from headsweep.trials.presets import PRESETS, RANDOM_SUFFIX, WEIGHTS_DIR
 from headsweep.trials.synthetic import lexicon, review_corpus, synthetic_sentiment
 
 REPO = Path(__file__).resolve().parents[2]
-ARCHS = ("gpt2", "distilbert", "bert")
+ARCHS = ("gpt2", "distilbert", "bert", "llama")
 PRETRAINED = [f"preset:tiny-{a}" for a in ARCHS]
 # The classifier each architecture's sequence-classification model adds on top of the base.
 CLASSIFIER = {"gpt2": {"score.weight"},
               "distilbert": {"pre_classifier.weight", "pre_classifier.bias", "classifier.weight",
                              "classifier.bias"},
               "bert": {"bert.pooler.dense.weight", "bert.pooler.dense.bias", "classifier.weight",
-                       "classifier.bias"}}
-BASE_PREFIX = {"gpt2": "transformer.", "distilbert": "distilbert.", "bert": "bert."}
+                       "classifier.bias"},
+              "llama": {"score.weight"}}
+BASE_PREFIX = {"gpt2": "transformer.", "distilbert": "distilbert.", "bert": "bert.", "llama": "model."}
+# (layers, query heads, head width, key/value heads): tiny-llama has grouped-query attention
+LAYOUT = {"gpt2": (4, 4, 16, 4), "distilbert": (4, 4, 16, 4), "bert": (4, 4, 16, 4), "llama": (4, 8, 8, 2)}
 
 
 def seeded(name: str, seed: int, **kw):
@@ -69,7 +72,7 @@ def test_pretrained_presets_load_offline_with_the_head_layout(arch, no_network):
     model, tok = trials.load_model(f"preset:tiny-{arch}", 3)
     assert model.config.model_type == arch and model.config.num_labels == 3
     layout = trials.head_layout(model)
-    assert (layout.n_layers, layout.n_heads, layout.head_dim) == (4, 4, 16)
+    assert (layout.n_layers, layout.n_heads, layout.head_dim, layout.kv_heads) == LAYOUT[arch]
     assert model.config.hidden_size == 64 and trials.count_parameters(model) < 400_000
     # every base weight is the stored one; only the classifier is new
     stored, got = shipped_tensors(arch), model.state_dict()
@@ -83,8 +86,8 @@ def test_pretrained_presets_load_offline_with_the_head_layout(arch, no_network):
     flat = [i for row in ids for i in row]
     assert tok.unk_token_id not in flat and max(flat) < model.config.vocab_size
     assert tok.pad_token is not None and model.config.pad_token_id == tok.pad_token_id
-    if arch == "gpt2":
-        assert tok.pad_token == tok.eos_token                  # GPT-2 pools the last non-pad token
+    if arch in ("gpt2", "llama"):
+        assert tok.pad_token == tok.eos_token                  # decoders pool the last non-pad token
     else:
         assert ids[0][0] == tok.cls_token_id and ids[0][-1] == tok.sep_token_id
 
@@ -264,7 +267,8 @@ def test_demo_sweep_validates_as_documented(tmp_path, capsys, monkeypatch):
     assert not (tmp_path / "sweeps").exists()
 
 
-@pytest.mark.parametrize("arch, segments", [("bert", True), ("distilbert", False), ("gpt2", False)])
+@pytest.mark.parametrize("arch, segments", [("bert", True), ("distilbert", False), ("gpt2", False),
+                                            ("llama", False)])
 def test_a_plain_tokenizer_call_feeds_the_model_what_it_takes(arch, segments):
     """As with the hub's tokenizers: tok(a, b) gives token_type_ids exactly where the model takes
     them (BERT), so model(**tok(a, b)) runs and a BERT pair gets its segments."""
