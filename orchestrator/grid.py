@@ -37,11 +37,11 @@ def variants(sweep: Sweep) -> list[ModelSpec]:
     trained from scratch."""
     out = list(sweep.models)
     if sweep.single_head_arch:
-        out += [ModelSpec(m.name, m.label, m.tokenizer, sweep.single_head_arch, m.trust_remote_code)
-                for m in sweep.models]
+        out += [ModelSpec(m.name, m.label, m.tokenizer, sweep.single_head_arch, m.trust_remote_code,
+                          revision=m.revision) for m in sweep.models]
     if sweep.single_head_arch == "scratch":
-        out += [ModelSpec(m.name, m.label, m.tokenizer, None, m.trust_remote_code, scratch=True)
-                for m in sweep.models]
+        out += [ModelSpec(m.name, m.label, m.tokenizer, None, m.trust_remote_code, scratch=True,
+                          revision=m.revision) for m in sweep.models]
     return out
 
 

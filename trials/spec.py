@@ -38,6 +38,7 @@ NORMALIZE = ("auto", "none", "layer_l2")
 # layer_single_head.keep: "ranked" keeps the importance-ranked head of the layer; "best" tries each
 # head as the layer's only survivor on the evaluation set and keeps the best (an oracle).
 KEEP_RULES = ("ranked", "best")
+MAX_BATCH = 4096   # a larger batch is a typo (an extra zero) that would only fail on the GPU, after the queue
 
 
 def num(default, **rule):
@@ -60,6 +61,12 @@ def names(default: tuple[str, ...], *, choices: tuple | None = None):
     return field(default=default, metadata={"kind": "names", "choices": choices})
 
 
+def keyed_when_set(default=None, **rule):
+    """A key added after sweeps were run: part of the trial key only when set (not its default),
+    so adding it leaves every earlier trial key (and finished result) as it was."""
+    return field(default=default, metadata={"kind": "str", "allow_none": True, "key_when_set": True, **rule})
+
+
 def internal(default):
     """A field the sweep file does not set directly (the grid or the parser fills it in)."""
     return field(default=default, metadata={"internal": True})
@@ -73,6 +80,7 @@ class ModelSpec:
     single_head: str | None = internal(None)  # None, or a SINGLE_HEAD_INITS value: the one-head variant
     trust_remote_code: bool = False
     scratch: bool = internal(False)  # multi-head, every weight drawn from the config (init: scratch)
+    revision: str | None = keyed_when_set()  # hub commit / branch / tag to load (None: the latest)
 
     def __post_init__(self):
         if not self.label:
@@ -111,14 +119,15 @@ class DataSpec:
     extra_eval: tuple[str, ...] = names(())            # further evaluation splits (MNLI mismatched)
     drop_invalid: bool = flag(False)    # drop rows with empty text / missing labels instead of refusing
     synthetic_size: int = num(4000, integer=True, lo=50)  # train rows of the synthetic set (eval: a quarter)
+    revision: str | None = keyed_when_set()  # hub dataset commit / branch / tag (None: the latest)
 
 
 @dataclass(frozen=True)
 class TrainSpec:
     epochs: float = num(3, lo=0, lo_open=True)
     lr: float = num(2e-5, lo=0, lo_open=True, hi=1.0)
-    batch_size: int = num(32, integer=True, lo=1)
-    eval_batch_size: int = num(128, integer=True, lo=1)
+    batch_size: int = num(32, integer=True, lo=1, hi=MAX_BATCH)
+    eval_batch_size: int = num(128, integer=True, lo=1, hi=MAX_BATCH)
     mixed_precision: str = text("auto", choices=PRECISIONS)
     warmup_ratio: float = num(0.1, lo=0, hi=1)
     weight_decay: float = num(0.01, lo=0)
@@ -130,7 +139,7 @@ class TrainSpec:
 class ImportanceSpec:
     examples: int = num(2000, integer=True, lo=1)  # held-out training examples used for importance
     normalize: str = text("auto", choices=NORMALIZE)   # the ranking score's normalisation (NORMALIZE)
-    batch_size: int = num(32, integer=True, lo=1)
+    batch_size: int = num(32, integer=True, lo=1, hi=MAX_BATCH)
     # names in trials.importance.IMPORTANCE_METHODS; several = a grid factor on one fine-tune
     method: tuple[str, ...] = names(("gradient",))
 
@@ -166,10 +175,6 @@ class FinetuneSpec(_Keyed):
     seed: int
     metric: str = "accuracy"        # the sweep's primary metric (trials.metrics.METRICS)
     stage: str = field(default="A", init=False)
-
-    @property
-    def checkpoint_name(self) -> str:
-        return f"{self.model.variant}__seed{self.seed}"
 
 
 @dataclass(frozen=True)
@@ -215,7 +220,18 @@ def to_dict(spec: Any) -> dict:
 
 
 def canonical_json(spec: Any) -> str:
-    return json.dumps(to_dict(spec), sort_keys=True, separators=(",", ":"))
+    return json.dumps(_drop_unset(spec, to_dict(spec)), sort_keys=True, separators=(",", ":"))
+
+
+def _drop_unset(spec: Any, d: dict) -> dict:
+    """``d`` (``to_dict(spec)``) without the ``keyed_when_set`` fields left at their default."""
+    for f in dataclasses.fields(spec):
+        v = getattr(spec, f.name)
+        if f.metadata.get("key_when_set") and v == f.default:
+            d.pop(f.name, None)
+        elif dataclasses.is_dataclass(v):
+            _drop_unset(v, d[f.name])
+    return d
 
 
 def spec_key(spec: Any) -> str:

@@ -1,0 +1,454 @@
+"""The sweep directory's lease: one driver at a time (docs/reliability.md "One driver per sweep").
+
+``SWEEP_DIR/lease.json`` is created atomically before a driver reads or writes anything else in
+the directory, and removed by its holder when the run ends. It names the holder (run id, host, pid,
+the host's boot id and the process's start time) and carries a heartbeat renewed by a thread.
+
+- **Taken atomically.** Locally (and on NFS): the content is written to a private temporary file
+  and hard-linked to ``lease.json`` (``link`` fails when the name exists; the classic NFS-safe
+  exclusive create), or created with ``O_EXCL`` where links are not supported. On S3: a
+  conditional ``PutObject`` (``If-None-Match: *``); renewals, takeovers and the release are
+  conditional on the ETag the holder last wrote (``If-Match``). On GCS with google-cloud-storage
+  installed: ``ifGenerationMatch=0``, then the generation. Elsewhere (GCS without it, HDFS) the
+  create is check-then-write, which two drivers started within the same second can both pass:
+  ``acquire`` says so.
+- **A second driver is refused** (``Held``: one line naming the holder; exit 2), having written
+  and deleted nothing.
+- **A stale lease is taken over, and said so**: the heartbeat is older than the holder's TTL, or
+  (same host, same boot) its process is gone or its pid now belongs to another process (another
+  start time), or the host has rebooted since (another boot id). An unreadable lease is damaged:
+  it is copied to ``quarantine/`` and taken over. A takeover is itself exclusive (a conditional
+  write on object stores; locally an exclusive marker named after the stale lease's content).
+- **Lost**: a holder whose renewal finds another driver's lease (it was taken over after the
+  heartbeat stalled for a whole TTL) calls ``on_lost`` (the driver stops its run).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+from headsweep.orchestrator.storage import Store, redact
+from headsweep.trials import layout
+
+TTL_S = 120.0           # a heartbeat older than this (by the holder's own statement) is stale
+RENEW_EVERY = 0.25      # of the TTL
+
+
+class Held(Exception):
+    """Another driver holds the lease; ``str()`` is the one line to print."""
+
+
+# ---------------------------------------------------------------------------- who is this process
+
+def boot_id() -> str | None:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip() or None
+    except OSError:
+        return None
+
+
+def start_time(pid: int) -> int | None:
+    """The process's start time (clock ticks after boot, /proc/<pid>/stat field 22): with the boot
+    id, it tells a live holder from a later process that reuses its pid."""
+    try:
+        stat = Path(f"/proc/{int(pid)}/stat").read_text()
+        return int(stat.rsplit(")", 1)[1].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def identity() -> dict:
+    return {"host": socket.gethostname(), "pid": os.getpid(), "boot_id": boot_id(),
+            "start_time": start_time(os.getpid())}
+
+
+def judge(lease: dict, now: float | None = None) -> tuple[bool, str]:
+    """(held, why): whether the lease's holder is still alive, and how we know (or why not)."""
+    now = time.time() if now is None else now
+    host, pid = lease.get("host"), lease.get("pid")
+    me = identity()
+    if host == me["host"] and lease.get("boot_id") and me["boot_id"]:
+        if lease["boot_id"] != me["boot_id"]:
+            return False, f"{host} has rebooted since; pid {pid} no longer runs"
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return False, f"pid {pid} on {host} no longer runs"
+        except PermissionError:
+            pass  # it exists (another user's process): compare the start time
+        except (TypeError, ValueError, OSError):
+            return False, f"pid {pid!r} on {host} is not a process"
+        now_start = start_time(int(pid))
+        if lease.get("start_time") is not None and now_start is not None and now_start != lease["start_time"]:
+            return False, f"pid {pid} on {host} no longer runs (the pid now belongs to another process)"
+        return True, f"pid {pid} on {host} runs"
+    try:
+        age = now - float(lease["heartbeat"])
+        ttl = float(lease.get("ttl_s", TTL_S))
+    except (KeyError, TypeError, ValueError):
+        return False, "the lease has no heartbeat"
+    if age > ttl:
+        return False, f"no heartbeat from pid {pid} on {host} for {age:.0f} s (TTL {ttl:.0f} s)"
+    return True, f"pid {pid} on {host}, heartbeat {max(age, 0):.0f} s ago"
+
+
+def describe(lease: dict) -> str:
+    return f"run {lease.get('run_id')} (pid {lease.get('pid')} on {lease.get('host')})"
+
+
+# ---------------------------------------------------------------------------- backends
+# Each: create(data) -> version | None (exists); read() -> (bytes, version) | None (absent);
+# replace(data, expected) -> version | None (not ``expected`` any more); delete(expected) -> bool.
+
+class _LocalBackend:
+    atomic = True
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    @staticmethod
+    def _version(data: bytes) -> str:
+        return hashlib.sha256(data).hexdigest()
+
+    def _tmp(self, data: bytes) -> Path:
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        tmp.write_bytes(data)
+        return tmp
+
+    def _exclusive(self, name: Path, data: bytes) -> bool:
+        """Create ``name`` holding ``data`` if it does not exist, atomically, content complete."""
+        tmp = self._tmp(data)
+        try:
+            os.link(tmp, name)
+            return True
+        except FileExistsError:
+            return False
+        except OSError:  # no hard links here (some FUSE / SMB mounts): O_EXCL, then the content
+            try:
+                fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                return False
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            return True
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def create(self, data: bytes) -> str | None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        return self._version(data) if self._exclusive(self.path, data) else None
+
+    def read(self):
+        try:
+            data = self.path.read_bytes()
+        except FileNotFoundError:
+            return None
+        return data, self._version(data)
+
+    def replace(self, data: bytes, expected: str, takeover: bool = False) -> str | None:
+        if takeover:  # one taker per stale lease: an exclusive marker named after its content
+            marker = self.path.with_name(f".{self.path.name}.takeover-{expected[:16]}")
+            if not self._exclusive(marker, data):
+                return None
+        cur = self.read()
+        if cur is None or cur[1] != expected:
+            return None
+        os.replace(self._tmp(data), self.path)
+        return self._version(data)
+
+    def delete(self, expected: str) -> bool:
+        cur = self.read()
+        if cur is None or cur[1] != expected:
+            return False
+        self.path.unlink(missing_ok=True)
+        for marker in self.path.parent.glob(f".{self.path.name}.takeover-*"):
+            marker.unlink(missing_ok=True)
+        return True
+
+
+class _S3Backend:
+    atomic = True
+
+    def __init__(self, store: Store, rel: str):
+        import boto3
+        parts = urlsplit(store.uri(rel))
+        q = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+        endpoint = q.get("endpoint_override")
+        if endpoint and "://" not in endpoint:
+            endpoint = f"{q.get('scheme', 'https')}://{endpoint}"
+        self.client = boto3.client("s3", endpoint_url=endpoint, region_name=q.get("region"))
+        self.bucket, self.key = parts.netloc, parts.path.lstrip("/")
+
+    @staticmethod
+    def _refused(e) -> bool:
+        code = getattr(e, "response", {}).get("Error", {}).get("Code", "")
+        return code in ("PreconditionFailed", "ConditionalRequestConflict", "412", "409", "NoSuchKey")
+
+    def _put(self, data: bytes, **cond) -> str | None:
+        from botocore.exceptions import ClientError
+        try:
+            return self.client.put_object(Bucket=self.bucket, Key=self.key, Body=data, **cond)["ETag"]
+        except ClientError as e:
+            if self._refused(e):
+                return None
+            raise
+
+    def create(self, data: bytes) -> str | None:
+        return self._put(data, IfNoneMatch="*")
+
+    def read(self):
+        from botocore.exceptions import ClientError
+        try:
+            r = self.client.get_object(Bucket=self.bucket, Key=self.key)
+        except ClientError as e:
+            if e.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                return None
+            raise
+        return r["Body"].read(), r["ETag"]
+
+    def replace(self, data: bytes, expected: str, takeover: bool = False) -> str | None:
+        return self._put(data, IfMatch=expected)
+
+    def delete(self, expected: str) -> bool:
+        from botocore.exceptions import ClientError
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=self.key, IfMatch=expected)
+            return True
+        except ClientError as e:
+            if self._refused(e):
+                return False
+            raise
+
+
+class _GCSBackend:
+    atomic = True
+
+    def __init__(self, store: Store, rel: str):
+        from google.cloud import storage  # optional: pip install google-cloud-storage
+        parts = urlsplit(store.uri(rel))
+        self.blob = storage.Client().bucket(parts.netloc).blob(parts.path.lstrip("/"))
+
+    def _write(self, data: bytes, generation: int) -> int | None:
+        from google.api_core.exceptions import PreconditionFailed
+        try:
+            self.blob.upload_from_string(data, if_generation_match=generation)
+        except PreconditionFailed:
+            return None
+        return self.blob.generation
+
+    def create(self, data: bytes):
+        return self._write(data, 0)
+
+    def read(self):
+        from google.api_core.exceptions import NotFound
+        try:
+            data = self.blob.download_as_bytes()
+        except NotFound:
+            return None
+        return data, self.blob.generation
+
+    def replace(self, data: bytes, expected, takeover: bool = False):
+        return self._write(data, expected)
+
+    def delete(self, expected) -> bool:
+        from google.api_core.exceptions import NotFound, PreconditionFailed
+        try:
+            self.blob.delete(if_generation_match=expected)
+            return True
+        except (PreconditionFailed, NotFound):
+            return False
+
+
+class _PlainBackend:
+    """Check, then write: NOT atomic (two drivers started within the same second may both pass).
+    Used for gs:// without google-cloud-storage, for hdfs://, and for s3:// without boto3."""
+    atomic = False
+
+    def __init__(self, store: Store, rel: str):
+        self.store, self.rel = store, rel
+
+    def create(self, data: bytes):
+        if self.store.exists(self.rel):
+            return None
+        self.store.write_bytes(self.rel, data)
+        return hashlib.sha256(data).hexdigest()
+
+    def read(self):
+        if not self.store.exists(self.rel):
+            return None
+        data = self.store.read_bytes(self.rel)
+        return data, hashlib.sha256(data).hexdigest()
+
+    def replace(self, data: bytes, expected, takeover: bool = False):
+        cur = self.read()
+        if cur is None or cur[1] != expected:
+            return None
+        self.store.write_bytes(self.rel, data)
+        return hashlib.sha256(data).hexdigest()
+
+    def delete(self, expected) -> bool:
+        cur = self.read()
+        if cur is None or cur[1] != expected:
+            return False
+        self.store.remove(self.rel)
+        return True
+
+
+def backend_for(store: Store, rel: str = layout.LEASE):
+    if store.local is not None:
+        return _LocalBackend(store.local / rel)
+    scheme = store.root.split("://", 1)[0].lower()
+    try:
+        if scheme == "s3":
+            return _S3Backend(store, rel)
+        if scheme in ("gs", "gcs"):
+            return _GCSBackend(store, rel)
+    except ImportError:
+        pass
+    return _PlainBackend(store, rel)
+
+
+# ---------------------------------------------------------------------------- the lease
+
+def read_lease(store: Store) -> dict | None:
+    """The lease as its holder wrote it, plus ``held`` / ``why`` (``judge``); ``{"damaged": ...}``
+    when it cannot be read; None when there is none. Reads only."""
+    try:
+        cur = backend_for(store).read()
+    except Exception as e:  # status must answer even when the store misbehaves
+        return {"damaged": f"{type(e).__name__}: {redact(str(e))[:120]}", "held": False}
+    if cur is None:
+        return None
+    try:
+        lease = json.loads(cur[0])
+        if not isinstance(lease, dict) or "run_id" not in lease:
+            raise ValueError("not a lease")
+    except (ValueError, UnicodeDecodeError) as e:
+        return {"damaged": f"{type(e).__name__}", "held": False}
+    held, why = judge(lease)
+    return lease | {"held": held, "why": why}
+
+
+class Lease:
+    """``with Lease(store, run_id): ...``: hold the sweep directory for one driver run."""
+
+    def __init__(self, store: Store, run_id: str, *, ttl_s: float = TTL_S, out=sys.stderr, on_lost=None):
+        self.store, self.run_id, self.ttl_s, self.out, self.on_lost = store, run_id, ttl_s, out, on_lost
+        self.backend = backend_for(store)
+        self.acquired_at: float | None = None
+        self.extra: dict = {}
+        self._version = None
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.lost = False
+
+    def content(self) -> bytes:
+        return json.dumps({"run_id": self.run_id, **identity(), "started": self.acquired_at,
+                           "heartbeat": time.time(), "ttl_s": self.ttl_s, **self.extra},
+                          indent=1, sort_keys=True).encode()
+
+    # -- taking it
+    def acquire(self) -> Lease:
+        self.acquired_at = time.time()
+        if not self.backend.atomic:
+            print("headsweep: note: this store has no atomic create here (gs:// needs google-cloud-storage "
+                  "for one); the lease is check-then-write: do not start two drivers at the same moment",
+                  file=self.out)
+        for _ in range(5):
+            self._version = self.backend.create(self.content())
+            if self._version is not None:
+                return self._started()
+            cur = self.backend.read()
+            if cur is None:
+                continue  # released meanwhile: try again
+            data, version = cur
+            try:
+                holder = json.loads(data)
+                if not isinstance(holder, dict) or "run_id" not in holder:
+                    raise ValueError("not a lease")
+                held, why = judge(holder)
+            except (ValueError, UnicodeDecodeError) as e:
+                holder, held, why = None, False, f"it was unreadable ({type(e).__name__})"
+            if held:
+                raise Held(self._refusal(holder, why))
+            self._version = self.backend.replace(self.content(), version, takeover=True)
+            if self._version is None:
+                continue  # another driver took it over first: read again (and be refused)
+            if holder is None:
+                self._quarantine(data)
+            who = describe(holder) if holder else "an unreadable lease"
+            print(f"headsweep: took over the lease of {who}: {why}", file=self.out)
+            return self._started()
+        cur = self.backend.read()
+        holder = json.loads(cur[0]) if cur else {}
+        raise Held(self._refusal(holder, judge(holder)[1] if holder else "it changes hands"))
+
+    def _refusal(self, holder: dict, why: str) -> str:
+        return (f"SWEEP_DIR: another driver runs this sweep: {describe(holder)}, {why}; wait for it or stop "
+                f"it (nothing was changed) (got {redact(self.store.root)!r})")
+
+    def _quarantine(self, data: bytes) -> None:
+        from headsweep.orchestrator.quarantine import keep
+        keep(self.store, layout.LEASE, data, out=self.out)
+
+    def _started(self) -> Lease:
+        self._thread = threading.Thread(target=self._beat, daemon=True, name="headsweep-lease")
+        self._thread.start()
+        return self
+
+    # -- keeping it
+    def _beat(self) -> None:
+        while not self._stop.wait(self.ttl_s * RENEW_EVERY):
+            try:
+                self.renew()
+            except Exception as e:  # a network blip: try again next beat (the TTL allows several)
+                print(f"headsweep: note: lease heartbeat failed ({type(e).__name__}); retrying", file=self.out)
+            if self.lost:
+                return
+
+    def renew(self, **extra) -> bool:
+        with self._lock:
+            if self.lost or self._version is None:
+                return False
+            self.extra.update(extra)
+            version = self.backend.replace(self.content(), self._version)
+            if version is None:
+                self.lost = True
+                cur = self.backend.read()
+                holder = describe(json.loads(cur[0])) if cur else "nobody"
+                print(f"headsweep: lost the lease of {redact(self.store.root)} to {holder}; stopping",
+                      file=self.out)
+                if self.on_lost is not None:
+                    self.on_lost()
+                return False
+            self._version = version
+            return True
+
+    # -- giving it back
+    def release(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+        with self._lock:
+            if not self.lost and self._version is not None:
+                try:
+                    self.backend.delete(self._version)
+                except Exception:  # a store error at the end: the lease expires by its heartbeat
+                    pass
+            self._version = None
+
+    def __enter__(self) -> Lease:
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
