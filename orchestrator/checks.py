@@ -8,6 +8,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from pyarrow.fs import FileType
+
 from headsweep.orchestrator.storage import USE_ENVIRONMENT, has_credentials, open_store, redact, store_error
 from headsweep.orchestrator.sweep import STORAGE_SCHEMES, UNSUPPORTED_SCHEME, Problems, Sweep
 from headsweep.trials.errors import UserError
@@ -227,6 +229,10 @@ def probe_object_store(storage: str, p: Problems, key: str) -> None:
         p.add(e.key, e.value, e.problem)
         return
     try:
+        bucket = store.path().split("/", 1)[0]
+        if store.fs.get_file_info(bucket).type == FileType.NotFound:
+            p.add(key, redact(storage), f"cannot use this bucket (no bucket named {bucket!r})")
+            return
         store.fs.get_file_info(store.path())
     except (OSError, ValueError) as e:
         text = store_error(e)

@@ -386,8 +386,8 @@ class Lease:
                 continue  # another driver took it over first: read again (and be refused)
             if holder is None:
                 self._quarantine(data)
-            who = describe(holder) if holder else "an unreadable lease"
-            print(f"headsweep: took over the lease of {who}: {why}", file=self.out)
+            who = f"the lease of {describe(holder)}" if holder else "an unreadable lease"
+            print(f"headsweep: took over {who}: {why}", file=self.out)
             return self._started()
         cur = self.backend.read()
         holder = json.loads(cur[0]) if cur else {}

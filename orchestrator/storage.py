@@ -52,7 +52,9 @@ def redact(text: str) -> str:
     def userinfo(m):
         if m["pw"] is None and not m["scheme"].lower().startswith(("s3", "gs", "gcs", "hdfs")):
             return m[0]
-        return f"{m['scheme']}***@" if m["pw"] is None else f"{m['scheme']}{m['user']}:***@"
+        if m["scheme"].lower().startswith(("s3", "gs", "gcs", "hdfs")):
+            return f"{m['scheme']}***@"  # an object store's user part is itself a key id
+        return f"{m['scheme']}{m['user']}:***@"
     return _SECRET_QUERY.sub(lambda m: f"{m['k']}=***", _USERINFO.sub(userinfo, str(text)))
 
 

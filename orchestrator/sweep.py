@@ -34,8 +34,8 @@ STORAGE_SCHEMES = ("s3", "gs", "gcs", "file", "hdfs")
 UNSUPPORTED_SCHEME = "unsupported scheme; use a local path, s3://, gs:// or file://"
 # Names that become folder names or path parts (the sweep's name, model labels): ASCII letters,
 # digits, '.', '_' and '-', never '.' or '..', so no name can leave the sweep root (docs/design.md).
-SAFE_NAME = re.compile(r"[A-Za-z0-9._-]+")
-SAFE_NAME_RULE = "use ASCII letters, digits, '.', '_' and '-' only, and not '.' or '..'"
+SAFE_NAME = re.compile(r"[A-Za-z0-9._-]{1,100}")
+SAFE_NAME_RULE = "use ASCII letters, digits, '.', '_' and '-' only (at most 100), and not '.' or '..'"
 WANDB_SECRET_KEYS = ("api_key", "key", "token", "password")   # W&B credentials belong in the environment
 PROVENANCE = "provenance"   # spec.yaml's record of the inputs (orchestrator/provenance.py); ignored on input
 
