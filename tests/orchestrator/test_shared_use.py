@@ -10,14 +10,13 @@ import copy
 import io
 import json
 import os
-import socket
 import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-from headsweep.orchestrator import cli, lease, provenance
+from headsweep.orchestrator import lease, provenance
 from headsweep.orchestrator.lease import Held, Lease, read_lease
 from headsweep.orchestrator.plan import Refused, plan_file, resume_plan
 from headsweep.orchestrator.progress import Progress
@@ -169,7 +168,7 @@ def test_a_stale_lease_is_taken_over_and_said_so(tmp_path, stale, why):
     assert not held and why in said
     out = io.StringIO()
     new = Lease(store, "new-run", out=out).acquire()
-    assert f"took over the lease of run old-run" in out.getvalue() and why in out.getvalue()
+    assert "took over the lease of run old-run" in out.getvalue() and why in out.getvalue()
     assert read_lease(store)["run_id"] == "new-run"
     new.release()
 

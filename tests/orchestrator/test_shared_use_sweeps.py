@@ -7,13 +7,11 @@ test_shared_use.py.
 from __future__ import annotations
 
 import copy
-import io
 import json
 import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pandas as pd

@@ -49,8 +49,8 @@ def test_finetuning_ran_once_per_model_variant_and_seed(small_counts, finished):
     # each stage-A trial ran exactly once; stage B never trained (no recovery epochs)
     assert (a["attempt"] == 1).all() and (a["train_steps"] > 0).all()
     assert df[df["stage"] == "B"]["train_steps"].isna().all()
-    assert sorted(os.listdir(sweep_dir / "checkpoints")) == sorted(
-        f"{v}__seed{s}" for v in ("tiny", "tiny-1head") for s in (0, 1))
+    # one checkpoint folder per fine-tune, named by its stage-A key (content, not label)
+    assert sorted(os.listdir(sweep_dir / "checkpoints")) == sorted(a["spec_key"])
 
 
 def test_strategy_rows_and_k(finished):
@@ -90,7 +90,7 @@ def test_row_rechecks_by_masking_the_checkpoint(finished):
     from headsweep.trials.spec import DataSpec
     sweep_dir, df = finished
     row = df[(df["strategy"] == "top") & (df["seed"] == 1)].iloc[0]
-    ckpt = sweep_dir / "checkpoints" / "tiny__seed1"
+    ckpt = sweep_dir / "checkpoints" / row.stage_a_key
     model = AutoModelForSequenceClassification.from_pretrained(ckpt).eval()
     tok = AutoTokenizer.from_pretrained(ckpt)
     ev = read_split(DataSpec(source="synthetic", synthetic_size=240, max_length=32), "eval")
