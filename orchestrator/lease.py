@@ -126,7 +126,7 @@ def read_lease(store: Store) -> dict | None:
 class Lease:
     """``with Lease(store, run_id): ...``: hold the sweep directory for one driver run."""
 
-    def __init__(self, store: Store, run_id: str, *, ttl_s: float = TTL_S, out=sys.stderr, on_lost=None):
+    def __init__(self, store: Store, run_id: str, *, ttl_s: float = TTL_S, out=None, on_lost=None):
         self.store, self.run_id, self.ttl_s, self.out, self.on_lost = store, run_id, ttl_s, out, on_lost
         self.backend = backend_for(store)
         self.acquired_at: float | None = None
@@ -137,6 +137,13 @@ class Lease:
         self._thread: threading.Thread | None = None
         self.lost = False
 
+    def _say(self, line: str) -> None:
+        """One line to the driver's stderr (``out``); a closed stream must not stop the heartbeat."""
+        try:
+            print(line, file=self.out or sys.stderr, flush=True)
+        except (OSError, ValueError):
+            pass
+
     def content(self) -> bytes:
         return json.dumps({"run_id": self.run_id, **identity(), "started": self.acquired_at,
                            "heartbeat": time.time(), "ttl_s": self.ttl_s, **self.extra},
@@ -146,9 +153,8 @@ class Lease:
     def acquire(self) -> Lease:
         self.acquired_at = time.time()
         if not self.backend.atomic:
-            print("headsweep: note: this store has no atomic create here (gs:// needs google-cloud-storage "
-                  "for one); the lease is check-then-write: do not start two drivers at the same moment",
-                  file=self.out)
+            self._say("headsweep: note: this store has no atomic create here (gs:// needs google-cloud-storage "
+                      "for one); the lease is check-then-write: do not start two drivers at the same moment")
         for _ in range(5):
             self._version = self.backend.create(self.content())
             if self._version is not None:
@@ -172,7 +178,7 @@ class Lease:
             if holder is None:
                 self._quarantine(data)
             who = f"the lease of {describe(holder)}" if holder else "an unreadable lease"
-            print(f"headsweep: took over {who}: {why}", file=self.out)
+            self._say(f"headsweep: took over {who}: {why}")
             return self._started()
         cur = self.backend.read()
         holder = json.loads(cur[0]) if cur else {}
@@ -197,7 +203,7 @@ class Lease:
             try:
                 self.renew()
             except Exception as e:  # a network blip: try again next beat (the TTL allows several)
-                print(f"headsweep: note: lease heartbeat failed ({type(e).__name__}); retrying", file=self.out)
+                self._say(f"headsweep: note: lease heartbeat failed ({type(e).__name__}); retrying")
             if self.lost:
                 return
 
@@ -209,10 +215,12 @@ class Lease:
             version = self.backend.replace(self.content(), self._version)
             if version is None:
                 self.lost = True
-                cur = self.backend.read()
-                holder = describe(json.loads(cur[0])) if cur else "nobody"
-                print(f"headsweep: lost the lease of {redact(self.store.root)} to {holder}; stopping",
-                      file=self.out)
+                try:
+                    cur = self.backend.read()
+                    holder = describe(json.loads(cur[0])) if cur else "nobody"
+                except Exception:  # whoever holds it now, this driver does not
+                    holder = "another driver"
+                self._say(f"headsweep: lost the lease of {redact(self.store.root)} to {holder}; stopping")
                 if self.on_lost is not None:
                     self.on_lost()
                 return False

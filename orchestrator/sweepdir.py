@@ -55,7 +55,7 @@ def _comparable(sweep: Sweep) -> dict:
     return {k: v for k, v in sweep.to_yaml_dict().items() if k not in ("name", "storage")}
 
 
-def claim_directory(pl: Plan, *, allow_drift: bool = False, run_id: str | None = None, out=sys.stderr) -> None:
+def claim_directory(pl: Plan, *, allow_drift: bool = False, run_id: str | None = None, out=None) -> None:
     """Under the lease: refuse to mix two different sweeps, or changed inputs, in one directory;
     write spec.yaml (with the provenance) and grid.json. A damaged spec.yaml is moved to
     quarantine/ (one warning) and written anew."""
@@ -85,7 +85,7 @@ def claim_directory(pl: Plan, *, allow_drift: bool = False, run_id: str | None =
             if found:
                 provenance.record_drift(store, found, run_id)
                 print(f"headsweep: note: going on with changed inputs (--allow-drift); recorded in {layout.DRIFT}",
-                      file=out)
+                      file=out or sys.stderr)
     spec = sweep.to_yaml_dict() | {PROVENANCE: provenance.merged(recorded, now)}
     store.write_bytes(layout.SPEC, yaml.dump(spec, Dumper=NoAliasDumper, sort_keys=False).encode())
     store.write_json(layout.GRID, {

@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 
 from headsweep import analysis
-from headsweep.analysis.report import md_escape
 from headsweep.analysis.synthetic import make_sweep_dir
 from headsweep.trials import layout
 
@@ -31,6 +30,7 @@ def test_a_module_planted_in_the_analysis_folder_never_runs(tmp_path):
 def test_labels_cannot_inject_markdown_or_html_into_the_report(tmp_path):
     sweep = make_sweep_dir(tmp_path / "sweep", seed=3, models={EVIL: (2, 2), "plain": (2, 2)}, seeds=(0, 1, 2),
                            predictions=False, name="bad`name")
+    from headsweep.analysis.report import md_escape
     report = analysis.analyze(sweep, execute=False)["report"].read_text()
     assert "plain" in report and md_escape(EVIL) in report
     assert "<img" not in report and "evil<" not in report
@@ -41,6 +41,7 @@ def test_labels_cannot_inject_markdown_or_html_into_the_report(tmp_path):
 
 
 def test_md_escape_leaves_ordinary_labels_alone():
+    from headsweep.analysis.report import md_escape
     for label in ("tiny-gpt2", "gpt2", "bert.base", "distilbert-base-uncased", "m1"):
         assert md_escape(label) == label
     assert md_escape("a_b*c") == "a\\_b\\*c" and md_escape("x\ny") == "x y"

@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from headsweep.orchestrator.storage import Store, join, root_digest
+from headsweep.orchestrator.storage import Store, join
 from headsweep.trials import layout
 
 pytestmark = pytest.mark.integration
@@ -176,6 +176,7 @@ def test_a_credential_never_appears_in_any_file_of_the_sweep_or_in_the_output(s3
 
 def test_remote_analyze_leaves_a_local_sweep_of_the_same_name_byte_identical(s3_sweep, tmp_path):
     from headsweep.analysis.synthetic import make_sweep_dir
+    from headsweep.orchestrator.storage import root_digest
     local = make_sweep_dir(tmp_path / "sweeps" / "shared", seed=3, name="shared")   # ./sweeps/<name>
     before = _snapshot(local)
     cache = tmp_path / "cache"
@@ -191,6 +192,7 @@ def test_remote_analyze_leaves_a_local_sweep_of_the_same_name_byte_identical(s3_
 def test_the_worker_cache_is_keyed_by_sweep_and_checked(s3_sweep, bucket, tmp_path, monkeypatch):
     """Two object-store sweeps with the same stage-A spec used to share ~/.cache/headsweep/
     checkpoints/<key>: the second sweep's stage B ran on the first one's fine-tune."""
+    from headsweep.orchestrator.storage import root_digest
     from headsweep.orchestrator.worker import CHECKSUM, checkpoint_for
     from headsweep.trials.run import weights_digest
     monkeypatch.setenv("HEADSWEEP_CACHE", str(tmp_path / "cache"))
