@@ -44,7 +44,10 @@ SINGLE_HEAD_TEXT = ("`single-head` keeps only the most important head of *every*
 
 # Columns whose values come from the user (labels, task names, and what is built from them): the
 # report escapes them, so a label can never inject Markdown or HTML into report.md.
-USER_TEXT_COLUMNS = ("task", "model", "variant", "variant_a", "variant_b", "group_a", "group_b", "comparison_id")
+USER_TEXT_COLUMNS = ("task", "model", "variant", "variant_a", "variant_b", "group_a", "group_b")
+# Ids go into HTML comments (<!-- id: ... -->), where only '>' could end one: HTML escaping only,
+# so an ordinary id stays byte-equal to stats.csv's.
+ID_COLUMNS = ("comparison_id",)
 _MD_SPECIAL = "\\`*_{}[]#+!|~"
 _HTML = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
 
@@ -63,12 +66,18 @@ def md_code(text) -> str:
     return " ".join(str(text).replace("`", "'").split())
 
 
+def html_escape(text) -> str:
+    return "".join(_HTML.get(ch, ch) for ch in " ".join(str(text).split()))
+
+
 def escape_user_text(df):
-    """A copy of ``df`` with the USER_TEXT_COLUMNS escaped (``md_escape``); None stays None."""
+    """A copy of ``df`` with the USER_TEXT_COLUMNS escaped (``md_escape``) and the ID_COLUMNS made
+    HTML-safe; None stays None."""
     if df is None or not len(df):
         return df
-    cols = [c for c in USER_TEXT_COLUMNS if c in df.columns]
-    return df.assign(**{c: df[c].map(lambda v: md_escape(v) if isinstance(v, str) else v) for c in cols})
+    how = {c: md_escape for c in USER_TEXT_COLUMNS} | {c: html_escape for c in ID_COLUMNS}
+    return df.assign(**{c: df[c].map(lambda v, f=f: f(v) if isinstance(v, str) else v)
+                        for c, f in how.items() if c in df.columns})
 
 
 def fmt_p(p: float) -> str:

@@ -34,8 +34,11 @@ def test_labels_cannot_inject_markdown_or_html_into_the_report(tmp_path):
     report = analysis.analyze(sweep, execute=False)["report"].read_text()
     assert "plain" in report and md_escape(EVIL) in report
     assert "<img" not in report and "evil<" not in report
-    assert not re.search(r"(?<!\\)\[link(?<!\\)\]\(javascript", report)     # no live link: [ and ] escaped
+    shown = re.sub(r"<!-- id: [^>]*? -->", "", report)           # what renders: comments do not
+    assert not re.search(r"(?<!\\)\[link(?<!\\)\]\(javascript", shown)      # no live link: [ and ] escaped
     assert "&lt;img src=x onerror=alert(1)&gt;\\[link\\](javascript:alert(1))\\_\\*" in report
+    for cid in re.findall(r"<!-- id: (.*?) -->", report):
+        assert ">" not in cid and "<" not in cid                 # no id can close its comment early
     title = report.splitlines()[0]
     assert title.count("`") == 2                                  # the code span around the name holds
 
