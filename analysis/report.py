@@ -272,7 +272,8 @@ def build_report(name: str, results: pd.DataFrame, stats: pd.DataFrame, summary:
 
     # Every user string enters here, escaped once, the same way in every table (lookups between
     # them still match); everything below writes Markdown of its own.
-    results, stats, summary, importance = (escape_user_text(df) for df in (results, stats, summary, importance))
+    results, stats, summary, importance, prunable, per_head, damage = (
+        escape_user_text(df) for df in (results, stats, summary, importance, prunable, per_head, damage))
     corr = {md_escape(k): v for k, v in corr.items()} if corr else corr
     notes = [md_escape(n) for n in notes]
     out = [f"# Head-removal sweep `{md_code(name)}`", ""]
