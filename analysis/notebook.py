@@ -181,8 +181,11 @@ def build_notebook(sweep_dirs, *, alpha: float = 0.05, root=None, n_boot: int | 
     return nb
 
 
-def execute_notebook(nb: nbformat.NotebookNode, cwd, *, timeout: int = 600, save_to=None) -> nbformat.NotebookNode:
-    """Execute in a kernel running sys.executable, with cwd as working directory.
+def execute_notebook(nb: nbformat.NotebookNode, cwd=None, *, timeout: int = 600, save_to=None) -> nbformat.NotebookNode:
+    """Execute in a kernel running sys.executable, with cwd as working directory: by default a fresh,
+    empty temporary directory. The kernel puts its working directory first on ``sys.path``, so it
+    is never a sweep directory's folder (a ``pandas.py`` planted there would run); the notebook
+    reads everything by absolute path.
 
     On a failing cell the partly executed notebook is still written to save_to (so the error is
     visible there) and RuntimeError is raised."""
@@ -193,7 +196,9 @@ def execute_notebook(nb: nbformat.NotebookNode, cwd, *, timeout: int = 600, save
     from nbclient.exceptions import CellExecutionError
 
     env = dict(os.environ, MPLBACKEND="Agg", PYDEVD_DISABLE_FILE_VALIDATION="1")
-    with tempfile.TemporaryDirectory(prefix="headsweep-kernel-") as kdir:
+    with tempfile.TemporaryDirectory(prefix="headsweep-kernel-") as kdir, \
+            tempfile.TemporaryDirectory(prefix="headsweep-kernel-cwd-") as empty:
+        cwd = empty if cwd is None else cwd
         write_kernel_spec(os.path.join(kdir, "python3"))   # argv = [sys.executable, "-m", "ipykernel_launcher", ...]
         kw = {}
         if "transport_encryption" in AsyncKernelManager.class_trait_names():
@@ -256,7 +261,7 @@ def analyze(sweep_dirs, *, execute: bool = True, timeout: int = 600, alpha: floa
     nb_path = root / layout.NOTEBOOK
     nb = build_notebook(sweep.paths, alpha=alpha, root=root)
     if execute:
-        nb = execute_notebook(nb, root / layout.ANALYSIS, timeout=timeout, save_to=nb_path)
+        nb = execute_notebook(nb, timeout=timeout, save_to=nb_path)
     paths["notebook"] = _write_nb(nb_path, nb)
     return {k: paths[k] for k in ("notebook", "report", "stats", "figures", "summary", "prunable", "per_head")
             if k in paths}

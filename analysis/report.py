@@ -42,6 +42,44 @@ SINGLE_HEAD_TEXT = ("`single-head` keeps only the most important head of *every*
                     "Michel et al. section 3.3, Tables 2-3).")
 
 
+# Columns whose values come from the user (labels, task names, and what is built from them): the
+# report escapes them, so a label can never inject Markdown or HTML into report.md.
+USER_TEXT_COLUMNS = ("task", "model", "variant", "variant_a", "variant_b", "group_a", "group_b")
+# Ids go into HTML comments (<!-- id: ... -->), where only '>' could end one: HTML escaping only,
+# so an ordinary id stays byte-equal to stats.csv's.
+ID_COLUMNS = ("comparison_id",)
+_MD_SPECIAL = "\\`*_{}[]#+!|~"
+_HTML = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
+
+
+def md_escape(text) -> str:
+    """User text as literal Markdown: Markdown's special characters backslash-escaped, HTML's
+    ``& < >`` as entities, line breaks as spaces (``tiny-gpt2`` stays ``tiny-gpt2``)."""
+    out = []
+    for ch in " ".join(str(text).split()):
+        out.append(_HTML.get(ch) or (f"\\{ch}" if ch in _MD_SPECIAL else ch))
+    return "".join(out)
+
+
+def md_code(text) -> str:
+    """User text inside a `code span`: only backticks and line breaks can break out of one."""
+    return " ".join(str(text).replace("`", "'").split())
+
+
+def html_escape(text) -> str:
+    return "".join(_HTML.get(ch, ch) for ch in " ".join(str(text).split()))
+
+
+def escape_user_text(df):
+    """A copy of ``df`` with the USER_TEXT_COLUMNS escaped (``md_escape``) and the ID_COLUMNS made
+    HTML-safe; None stays None."""
+    if df is None or not len(df):
+        return df
+    how = {c: md_escape for c in USER_TEXT_COLUMNS} | {c: html_escape for c in ID_COLUMNS}
+    return df.assign(**{c: df[c].map(lambda v, f=f: f(v) if isinstance(v, str) else v)
+                        for c, f in how.items() if c in df.columns})
+
+
 def fmt_p(p: float) -> str:
     if p is None or (isinstance(p, float) and math.isnan(p)):
         return "n/a"
@@ -242,9 +280,15 @@ def build_report(name: str, results: pd.DataFrame, stats: pd.DataFrame, summary:
     from .per_head import layer_shares
     from .conditions import several_methods, several_tasks, sweep_metric
 
-    out = [f"# Head-removal sweep `{name}`", ""]
+    # Every user string enters here, escaped once, the same way in every table (lookups between
+    # them still match); everything below writes Markdown of its own.
+    results, stats, summary, importance, prunable, per_head, damage = (
+        escape_user_text(df) for df in (results, stats, summary, importance, prunable, per_head, damage))
+    corr = {md_escape(k): v for k, v in corr.items()} if corr else corr
+    notes = [md_escape(n) for n in notes]
+    out = [f"# Head-removal sweep `{md_code(name)}`", ""]
     if sweeps and len(sweeps) > 1:
-        out += [f"Combined analysis of {len(sweeps)} sweeps: " + ", ".join(f"`{s}`" for s in sweeps) + ".", ""]
+        out += [f"Combined analysis of {len(sweeps)} sweeps: " + ", ".join(f"`{md_code(s)}`" for s in sweeps) + ".", ""]
     if results.empty:
         return "\n".join(out + ["No finished trials yet: nothing to analyse.", ""] + [f"- {n}" for n in notes] + [""])
     metric = sweep_metric(results)

@@ -113,8 +113,8 @@ def kill_driver(proc: subprocess.Popen, store) -> None:
     from headsweep.orchestrator.sweepdir import session_processes
     session = None
     try:
-        if store.exists(layout.DRIVER):
-            session = store.read_json(layout.DRIVER).get("ray_session")
+        if store.exists(layout.LEASE):
+            session = store.read_json(layout.LEASE).get("ray_session")
     except (OSError, ValueError):
         pass
     if proc.poll() is None:

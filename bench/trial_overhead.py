@@ -77,7 +77,7 @@ def leak_checking_trainable(config: dict, trials: dict) -> None:
     ft = spec.finetune
     sweep = Path(trial["sweep"])
     if model is None:
-        model, tok = T.load_model(str(sweep / layout.checkpoint_dir(ft.checkpoint_name)), ft.data.num_labels)
+        model, tok = T.load_model(str(sweep / layout.checkpoint_dir(ft.key)), ft.data.num_labels)
         df = read_split(ft.data, "eval").iloc[:32]
         cache.model, cache.data, cache.pad = model, Encoded(df, tok, ft.data.max_length), tok.pad_token_id
     # what a trial does to a model, on the cached one: mask heads, evaluate inside a scope
@@ -123,7 +123,6 @@ def main(argv=None) -> int:
     import torch
 
     import headsweep.orchestrator.tune as tn
-    import headsweep.orchestrator.worker as wk
     from headsweep.orchestrator.driver import start_ray
     from headsweep.orchestrator.storage import Store
     from headsweep.trials import layout
@@ -133,7 +132,6 @@ def main(argv=None) -> int:
 
     tmp = Path(tempfile.mkdtemp(prefix="hs-overhead-"))
     os.environ["HEADSWEEP_CACHE"] = str(tmp / "cache")
-    wk.CACHE = tmp / "cache"
     result = {"benchmark": "trial_overhead"}
     try:
         n_small = 4
@@ -145,7 +143,7 @@ def main(argv=None) -> int:
         slots = args.cpus // resources["cpu"]
         with Clock() as c_a, redirect_stdout(sys.stderr):
             tn.fit_stage("stage_a", [ft], store, resources, 0)
-        ckpt = tmp / "sweep" / layout.checkpoint_dir(ft.checkpoint_name)
+        ckpt = tmp / "sweep" / layout.checkpoint_dir(ft.key)
         if not ckpt.exists():
             raise SystemExit(f"stage A produced no checkpoint ({ckpt}); see {tmp}")
         log(f"ray start {c_ray.s:.1f}s, stage A {c_a.s:.1f}s")

@@ -9,21 +9,27 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from pyarrow.fs import FileType
+
+from headsweep.orchestrator.storage import USE_ENVIRONMENT, has_credentials, open_store, redact, store_error
 from headsweep.orchestrator.sweep import STORAGE_SCHEMES, UNSUPPORTED_SCHEME, Problems, Sweep
 from headsweep.trials.errors import UserError
 from headsweep.trials.schema import REMOVAL_STRATEGIES
 
 # Used only when the hub cannot be reached (offline validation): published architectures.
 KNOWN_HUB_HEADS = {
-    "gpt2": ("gpt2", 12, 12), "openai-community/gpt2": ("gpt2", 12, 12),
-    "gpt2-medium": ("gpt2", 24, 16), "distilbert-base-uncased": ("distilbert", 6, 12),
-    "distilbert/distilbert-base-uncased": ("distilbert", 6, 12),
-    "bert-base-uncased": ("bert", 12, 12), "google-bert/bert-base-uncased": ("bert", 12, 12),
-    "roberta-base": ("roberta", 12, 12), "FacebookAI/roberta-base": ("roberta", 12, 12),
-    # grouped-query attention: (type, layers, query heads, key/value heads)
-    "HuggingFaceTB/SmolLM2-135M": ("llama", 30, 9, 3), "HuggingFaceTB/SmolLM2-360M": ("llama", 32, 15, 5),
-    "Qwen/Qwen2.5-0.5B": ("qwen2", 24, 14, 2),
+    # (type, layers, query heads, key/value heads (0: one per query head), position limit)
+    "gpt2": ("gpt2", 12, 12, 0, 1024), "openai-community/gpt2": ("gpt2", 12, 12, 0, 1024),
+    "gpt2-medium": ("gpt2", 24, 16, 0, 1024), "distilbert-base-uncased": ("distilbert", 6, 12, 0, 512),
+    "distilbert/distilbert-base-uncased": ("distilbert", 6, 12, 0, 512),
+    "bert-base-uncased": ("bert", 12, 12, 0, 512), "google-bert/bert-base-uncased": ("bert", 12, 12, 0, 512),
+    "roberta-base": ("roberta", 12, 12, 0, 512), "FacebookAI/roberta-base": ("roberta", 12, 12, 0, 512),
+    # grouped-query attention
+    "HuggingFaceTB/SmolLM2-135M": ("llama", 30, 9, 3, 8192), "HuggingFaceTB/SmolLM2-360M": ("llama", 32, 15, 5, 8192),
+    "Qwen/Qwen2.5-0.5B": ("qwen2", 24, 14, 2, 32768),
 }
+# Position embeddings offset by the padding index (RoBERTa's family): two fewer usable positions.
+OFFSET_POSITIONS = {"roberta": 2, "xlm-roberta": 2, "camembert": 2, "longformer": 2}
 
 
 @dataclass(frozen=True)
@@ -33,6 +39,7 @@ class Heads:
     n_heads: int                 # query heads per layer
     n_kv_heads: int = 0          # key/value heads per layer (0: one per query head)
     unit: str = "head"           # importance.unit: what K counts
+    max_positions: int | None = None   # the longest input the model takes (None: no known limit)
 
     @property
     def total(self) -> int:
@@ -77,7 +84,8 @@ def model_heads(name: str, trust_remote_code: bool = False, gguf_file: str | Non
         from transformers import AutoConfig
         local = os.path.exists(os.path.expanduser(name))
         if not local and not hub_reachable() and name in KNOWN_HUB_HEADS:
-            return Heads(*KNOWN_HUB_HEADS[name])  # offline: the published architecture
+            kind, layers, heads, kv, positions = KNOWN_HUB_HEADS[name]  # offline: the published architecture
+            return Heads(kind, layers, heads, kv, max_positions=positions)
         if not local and name.startswith((".", "/", "~")):
             raise UserError("name", name, "no such model directory")
         if local and os.path.isdir(os.path.expanduser(name)) and not os.path.exists(
@@ -91,9 +99,18 @@ def model_heads(name: str, trust_remote_code: bool = False, gguf_file: str | Non
             first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
             raise UserError("name", name, f"cannot read the model config ({first})")
     # Unsupported architectures may lack these names: check_models reports the architecture.
-    return Heads(getattr(cfg, "model_type", None) or type(cfg).__name__,
-                 getattr(cfg, "num_hidden_layers", None) or 0, getattr(cfg, "num_attention_heads", None) or 0,
-                 getattr(cfg, "num_key_value_heads", None) or 0)
+    model_type = getattr(cfg, "model_type", None) or type(cfg).__name__
+    return Heads(model_type, getattr(cfg, "num_hidden_layers", None) or 0,
+                 getattr(cfg, "num_attention_heads", None) or 0, getattr(cfg, "num_key_value_heads", None) or 0,
+                 max_positions=position_limit(cfg, model_type))
+
+
+def position_limit(cfg, model_type: str) -> int | None:
+    """The longest input (tokens) the model's position embeddings allow, from its config."""
+    n = getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None)
+    if not isinstance(n, int) or n <= 0:
+        return None
+    return n - OFFSET_POSITIONS.get(model_type, 0)
 
 
 def _gguf_config(name: str, gguf_file: str):
@@ -148,6 +165,10 @@ def check_models(sweep: Sweep, p: Problems) -> dict[str, Heads]:
                 os.path.expanduser(m.tokenizer)):
             p.add(f"models[{i}].tokenizer", m.tokenizer, "no such tokenizer directory")
         heads[m.label] = h
+        if h.max_positions is not None and sweep.data.max_length > h.max_positions:
+            p.add("data.max_length", sweep.data.max_length,
+                  f"longer than {m.label} takes ({h.max_positions} positions); every evaluation would fail "
+                  f"after the fine-tune: use at most {h.max_positions}")
         if any(s in sweep.strategies for s in REMOVAL_STRATEGIES):
             for j, k in enumerate(sweep.k):
                 if not k:
@@ -229,12 +250,18 @@ def _check_hub_data(d, p: Problems) -> None:
 
 
 def check_storage(storage: str, p: Problems, key: str = "storage") -> None:
-    """A local storage path must be (creatable and) writable; object stores need their scheme."""
-    if "://" in storage:
+    """A local storage path must be (creatable and) writable; an object store needs its scheme, no
+    credentials in the URI, and (where reachable) a bucket these credentials can list."""
+    if "://" in storage and not storage.startswith("file://"):
         scheme = storage.split("://", 1)[0]
-        if scheme not in STORAGE_SCHEMES:
+        if has_credentials(storage):
+            p.add(key, redact(storage), USE_ENVIRONMENT)
+        elif scheme not in STORAGE_SCHEMES:
             p.add(key, storage, UNSUPPORTED_SCHEME)
+        else:
+            probe_object_store(storage, p, key)
         return
+    storage = storage.removeprefix("file://")
     path = Path(os.path.expanduser(storage)).absolute()
     probe = path
     while not probe.exists():
@@ -245,6 +272,29 @@ def check_storage(storage: str, p: Problems, key: str = "storage") -> None:
         p.add(key, storage, f"{probe} is a file, not a directory")
     elif not os.access(probe, os.W_OK | os.X_OK):
         p.add(key, storage, f"cannot write to {probe}")
+
+
+def probe_object_store(storage: str, p: Problems, key: str) -> None:
+    """Open the store and list the storage prefix: an error (no region offline, no such bucket,
+    access denied) is one line; an unreachable endpoint with a known region only a warning (a
+    cluster may reach what this machine cannot)."""
+    try:
+        store = open_store(storage, key=key)
+    except UserError as e:
+        p.add(e.key, e.value, e.problem)
+        return
+    try:
+        bucket = store.path().split("/", 1)[0]
+        if store.fs.get_file_info(bucket).type == FileType.NotFound:
+            p.add(key, redact(storage), f"cannot use this bucket (no bucket named {bucket!r})")
+            return
+        store.fs.get_file_info(store.path())
+    except (OSError, ValueError) as e:
+        text = store_error(e)
+        if "NETWORK_CONNECTION" in text or "Could not resolve" in text or "timed out" in text.lower():
+            p.warn(key, redact(storage), f"not checked: the store is unreachable from here ({text[:120]})")
+        else:
+            p.add(key, redact(storage), f"cannot use this bucket ({text})")
 
 
 def check_resources(sweep: Sweep, p: Problems, *, cpus: float, gpus: float, cluster: bool) -> None:

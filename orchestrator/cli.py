@@ -1,13 +1,15 @@
 """``headsweep`` command line (docs/design.md "CLI").
 
     headsweep run [SWEEP.yaml] [--storage DIR] [--address ADDR] [--gpus N] [--cpus N] [--no-analysis]
-    headsweep resume SWEEP_DIR
+                  [--allow-drift] [--stall-warning MINUTES]
+    headsweep resume SWEEP_DIR [same options]
     headsweep status SWEEP_DIR [--json]
     headsweep validate SWEEP.yaml
     headsweep plan SWEEP.yaml
     headsweep analyze SWEEP_DIR [SWEEP_DIR ...] [--out DIR] [--no-execute] [--to DIR]
 
 Bad input exits 2 with one line per problem naming the key and the value; nothing is launched.
+Anything printed passes through ``storage.redact``: a URI's secret never reaches the terminal.
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ from pathlib import Path
 
 from headsweep.orchestrator import checks
 from headsweep.orchestrator.plan import Refused, demo_path, plan_file, resume_plan
-from headsweep.orchestrator.storage import parent_and_name
+from headsweep.orchestrator.storage import USE_ENVIRONMENT, has_credentials, parent_and_name, redact
 from headsweep.trials import layout
 from headsweep.trials.errors import UserError
 
@@ -54,7 +56,7 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message):
         self.print_usage(sys.stderr)
-        print(f"error: {_usage_problem(message)}", file=sys.stderr)
+        print(redact(f"error: {_usage_problem(message)}"), file=sys.stderr)
         raise SystemExit(EXIT_USAGE)
 
 
@@ -93,6 +95,11 @@ def _parser() -> argparse.ArgumentParser:
     res.add_argument("--cpus", type=nonneg(float))
     res.add_argument("--no-analysis", action="store_true")
     res.add_argument("--verbose", action="store_true")
+    for p in (run, res):
+        p.add_argument("--allow-drift", action="store_true", help="go on although the data, a hub revision or "
+                       "the code changed since the sweep started (recorded in SWEEP_DIR/" + layout.DRIFT + ")")
+        p.add_argument("--stall-warning", type=nonneg(float), default=10.0, metavar="MINUTES",
+                       help="warn when no trial started or finished for this long while trials wait (default 10)")
 
     st = sub.add_parser("status", help="per-stage trial counts and errors")
     st.add_argument("sweep_dir")
@@ -109,8 +116,9 @@ def _parser() -> argparse.ArgumentParser:
                     help="one sweep directory, or several compatible ones to combine (e.g. one per task)")
     an.add_argument("--out", help="where the analysis folder goes (default: the first sweep directory)")
     an.add_argument("--no-execute", action="store_true", help="write the notebook without executing it")
-    an.add_argument("--to", help="for s3:// or gs:// sweeps: local directory for the copy "
-                                 "(default ./sweeps/<name>; with several sweeps, TO/<name>)")
+    an.add_argument("--to", help="for s3:// or gs:// sweeps: local directory for the copy (default: a "
+                                 "cache folder keyed by the URI, never ./sweeps/<name>; with several sweeps, "
+                                 "TO/<name>)")
     return ap
 
 
@@ -137,13 +145,14 @@ def _run(pl, args) -> int:
     address, local = _mode(args)
     _print_warnings(pl)
     t0 = time.time()
-    s = run_sweep(pl, address=address, cpus=local["cpus"], gpus=local["gpus"], verbose=args.verbose)
-    where = pl.store.root
+    s = run_sweep(pl, address=address, cpus=local["cpus"], gpus=local["gpus"], verbose=args.verbose,
+                  allow_drift=args.allow_drift, stall_s=60.0 * args.stall_warning)
+    where = redact(pl.store.root)
     if s["ran"] == 0 and s["done"] == s["trials"]:
         print(f"headsweep: all {s['trials']} trials were already done; nothing to run")
     else:
         print(f"headsweep: {s['done']} of {s['trials']} trials done in {time.time() - t0:.0f} s; "
-              f"results: {pl.store.uri(layout.RESULTS)}")
+              f"results: {redact(pl.store.uri(layout.RESULTS))}")
     if s["errored"]:
         print(f"headsweep: {s['errored']} trials errored" + (f", {s['skipped']} skipped because their "
               "fine-tune errored" if s["skipped"] else "") + f"; see: headsweep status {where} "
@@ -165,17 +174,30 @@ def _run(pl, args) -> int:
     return EXIT_OK if s["done"] == s["trials"] else EXIT_TRIALS_FAILED
 
 
+def _refuse_credentials(args) -> None:
+    """A secret on the command line ends up in the shell history and in spec.yaml: refused."""
+    for key in ("storage", "address", "sweep_dir", "to", "out"):
+        v = getattr(args, key, None)
+        if isinstance(v, str) and has_credentials(v):
+            raise Refused([f"--{key.replace('_', '-')}: {USE_ENVIRONMENT} (got {redact(v)!r})"
+                           if key != "sweep_dir" else f"SWEEP_DIR: {USE_ENVIRONMENT} (got {redact(v)!r})"])
+    for v in getattr(args, "sweep_dirs", None) or []:
+        if has_credentials(v):
+            raise Refused([f"SWEEP_DIR: {USE_ENVIRONMENT} (got {redact(v)!r})"])
+
+
 def main(argv=None) -> int:
     try:
         args = _parser().parse_args(argv)
     except SystemExit as e:  # usage errors (already printed) and --help: an exit code, as documented
         return e.code if isinstance(e.code, int) else (EXIT_OK if e.code is None else EXIT_USAGE)
     try:
+        _refuse_credentials(args)
         if args.command == "validate":
             pl = plan_file(args.sweep)
             _print_warnings(pl)
             print(f"ok: {pl.sweep.name}: {len(pl.stage_a)} stage-A fine-tunes, {len(pl.stage_b)} "
-                  f"stage-B trials -> {pl.store.root}")
+                  f"stage-B trials -> {redact(pl.store.root)}")
             return EXIT_OK
         if args.command == "plan":
             from headsweep.orchestrator.estimate import plan_report
@@ -210,10 +232,10 @@ def main(argv=None) -> int:
             return EXIT_OK
     except Refused as e:
         for line in e.lines:
-            print(f"error: {line}", file=sys.stderr)
+            print(redact(f"error: {line}"), file=sys.stderr)
         return EXIT_USAGE
     except UserError as e:  # bad input found after validation (e.g. while reading a sweep directory)
-        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+        print(redact(f"error: {' '.join(str(e).split())}"), file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("headsweep: interrupted; continue with: headsweep resume SWEEP_DIR", file=sys.stderr)

@@ -4,7 +4,8 @@ run, publish the tables.
 The sweep directory is the truth and Tune's state only a log: a trial whose ``result.json`` exists
 is done and never runs again; every other trial of the grid runs in this run's fresh Tune
 experiments (``ray/<run_id>/``). So a run, a re-run and a resume are the same thing, whatever a
-kill left behind (docs/reliability.md).
+kill left behind (docs/reliability.md). The first thing a run does is take the directory's lease
+(``orchestrator.lease``): a second driver is refused before it writes or deletes anything.
 """
 from __future__ import annotations
 
@@ -18,11 +19,13 @@ import time
 from contextlib import contextmanager
 
 from headsweep.orchestrator import faults
-from headsweep.orchestrator.plan import Plan
-from headsweep.orchestrator.results import finalize_errors, publish_tables
-from headsweep.orchestrator.sweepdir import (claim_directory, clean_debris, mark_driver, new_run_id, refuse_if_driven,
-                                   unmark_driver)
+from headsweep.orchestrator.lease import Held, Lease
+from headsweep.orchestrator.plan import Plan, Refused
+from headsweep.orchestrator.results import finalize_errors, publish_tables, read_result
+from headsweep.orchestrator.sweepdir import claim_directory, clean_debris, new_run_id
 from headsweep.trials import layout
+
+STALL_S = 600.0   # the progress display warns when no trial started or finished for this long
 
 
 def start_ray(address: str | None, cpus: float, gpus: float, verbose: bool = False) -> None:
@@ -54,20 +57,37 @@ def _ray_processes() -> dict:
 
 
 def run_sweep(pl: Plan, *, address: str | None, cpus: float, gpus: float, verbose: bool = False,
-              out=sys.stdout) -> dict:
-    """Run every trial of the plan that has no result yet; returns what happened (``summarize``)."""
+              out=sys.stdout, allow_drift: bool = False, stall_s: float = STALL_S) -> dict:
+    """Run every trial of the plan that has no result yet; returns what happened (``summarize``).
+    Raises ``Refused`` (nothing written or deleted) while another driver holds the sweep."""
     store = pl.store
-    refuse_if_driven(store)
-    claim_directory(pl)
-    clean_debris(store)
-    todo_a = [s for s in pl.stage_a if not store.exists(layout.result_file(s.key))]
-    todo_b = [s for s in pl.stage_b if not store.exists(layout.result_file(s.key))]
-    if not todo_a and not todo_b:
-        publish_tables(store)
-        return summarize(pl, ran=0, stopped=False, failure=None)
-    import ray  # first: importing Ray sets up its loggers, which _driver_logging then redirects
     run_id = new_run_id(store)
     stop = threading.Event()
+    lease = Lease(store, run_id, on_lost=stop.set)
+    try:
+        lease.acquire()
+    except Held as e:
+        raise Refused([str(e)])
+    try:
+        claim_directory(pl, allow_drift=allow_drift, run_id=run_id)
+        clean_debris(store, before=lease.acquired_at)
+        todo_a = [s for s in pl.stage_a if read_result(store, s.key) is None]  # a damaged one: quarantined
+        todo_b = [s for s in pl.stage_b if read_result(store, s.key) is None]
+        if not todo_a and not todo_b:
+            publish_tables(store)
+            return summarize(pl, ran=0, stopped=False, failure=None)
+        failures = _run(pl, todo_a, todo_b, run_id, lease, stop, address=address, cpus=cpus, gpus=gpus,
+                        verbose=verbose, out=out, stall_s=stall_s)
+    finally:
+        lease.release()
+    return summarize(pl, ran=len(todo_a) + len(todo_b), stopped=stop.is_set(),
+                     failure=failures[0] if failures else None)
+
+
+def _run(pl: Plan, todo_a: list, todo_b: list, run_id: str, lease: Lease, stop: threading.Event, *,
+         address, cpus, gpus, verbose, out, stall_s) -> list:
+    import ray  # first: importing Ray sets up its loggers, which _driver_logging then redirects
+    store = pl.store
     failures: list[BaseException] = []
     # Tune's new console output prints experiment boxes whatever its verbosity; the classic
     # reporter at verbose=0 prints nothing, and the progress display speaks instead.
@@ -76,9 +96,9 @@ def run_sweep(pl: Plan, *, address: str | None, cpus: float, gpus: float, verbos
         own_ray = not ray.is_initialized()  # a notebook or test may have started Ray already
         if own_ray:
             start_ray(address, cpus, gpus, verbose)
-        mark_driver(store, run_id, _ray_processes() if own_ray else {})
+            lease.renew(**_ray_processes())  # for `headsweep status` after a kill
         from headsweep.orchestrator.progress import Progress
-        progress = Progress(store, pl, run_id, out=out)
+        progress = Progress(store, pl, run_id, out=out, stall_s=stall_s)
         try:
             progress.start()
             _run_stages(pl, todo_a, todo_b, run_id, stop, failures, verbose)
@@ -87,9 +107,7 @@ def run_sweep(pl: Plan, *, address: str | None, cpus: float, gpus: float, verbos
             if own_ray:
                 _keep_ray_logs(store, run_id)
                 ray.shutdown()
-            unmark_driver(store)
-    return summarize(pl, ran=len(todo_a) + len(todo_b), stopped=stop.is_set(),
-                     failure=failures[0] if failures else None)
+    return failures
 
 
 def _run_stages(pl: Plan, todo_a: list, todo_b: list, run_id: str, stop: threading.Event,

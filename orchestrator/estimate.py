@@ -23,6 +23,7 @@ from pathlib import Path
 import yaml
 
 from headsweep.orchestrator.plan import Plan
+from headsweep.orchestrator.storage import redact
 
 TABLE = "throughput.yaml"        # package data of orchestrator
 CLUSTER_FILE = "cluster.yaml"     # read from the current directory (the repository root)
@@ -263,7 +264,7 @@ def plan_report(pl: Plan, table: dict | None = None, cluster_file: str | Path = 
     sweep = pl.sweep
     a = Counter(s.model.label for s in pl.stage_a)
     b = Counter(s.finetune.model.label for s in pl.stage_b)
-    lines = [f"plan: {sweep.name} -> {pl.store.root}",
+    lines = [f"plan: {sweep.name} -> {redact(pl.store.root)}",
              f"grid: {len(pl.stage_a)} stage-A fine-tunes, {len(pl.stage_b)} stage-B trials"]
     width = max([len(m) for m in a] + [5])
     for label in a:

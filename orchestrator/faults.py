@@ -2,7 +2,8 @@
 
     HEADSWEEP_FAULT="<stage>:<mode>[:<match>]"[;...]
 
-- stage: ``A`` or ``B``
+- stage: ``A`` or ``B``; ``A@finetuned`` fires once stage A's fine-tuned weights are kept (after
+  fine-tuning, before evaluation and importance), to test that a retry starts from them
 - mode: ``crash-once`` (raise on a trial's first attempt only), ``crash`` (raise on every
   attempt), ``exit-once`` (kill the trial's worker process on its first attempt, like an OOM kill),
   ``sleep<S>`` (wait S seconds first: widens the window for killing a driver mid-stage)
@@ -44,10 +45,12 @@ def rules_from_env() -> str:
     return os.environ.get(ENV, "")
 
 
-def maybe_inject(spec, store, rules: str) -> None:
+def maybe_inject(spec, store, rules: str, point: str = "start") -> None:
+    """Apply the rules that match this trial at this point of it (``start``, or ``finetuned``)."""
     for rule in filter(None, (r.strip() for r in rules.split(";"))):
-        stage, mode, *rest = rule.split(":") + [""]
-        if stage != spec.stage or not _matches(rest[0] if rest else "", spec):
+        where, mode, *rest = rule.split(":") + [""]
+        stage, _, at = where.partition("@")
+        if stage != spec.stage or (at or "start") != point or not _matches(rest[0] if rest else "", spec):
             continue
         if mode.startswith("sleep"):
             import time
@@ -55,7 +58,7 @@ def maybe_inject(spec, store, rules: str) -> None:
         elif mode == "crash":
             raise InjectedFault(f"injected fault ({rule}) in trial {spec.key}")
         elif mode in ("crash-once", "exit-once"):
-            marker = layout.fault_marker(spec.key, mode)
+            marker = layout.fault_marker(spec.key, mode if point == "start" else f"{mode}-{point}")
             if store.exists(marker):
                 continue
             store.write_bytes(marker, b"1")

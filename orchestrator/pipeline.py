@@ -25,6 +25,7 @@ import time
 
 from ray.tune.search import ConcurrencyLimiter, SearchGenerator, Searcher
 
+from headsweep.orchestrator.quarantine import read_json
 from headsweep.orchestrator.storage import Store
 from headsweep.trials import layout
 
@@ -52,8 +53,8 @@ class ReadyFirst(Searcher):
         return True
 
     def _started_now(self, store: Store, key: str) -> bool:
-        status = layout.status_file(key)
-        return store.exists(status) and store.read_json(status).get("run") == self.run_id
+        status = read_json(store, layout.status_file(key), move_damaged=False) or {}
+        return status.get("run") == self.run_id
 
     def _refresh(self) -> bool:
         """Re-read which checkpoints exist (at most every ``poll_s``: a store may be S3).

@@ -13,8 +13,9 @@ from pathlib import Path
 
 from headsweep.orchestrator import checks, grid, tracking
 from headsweep.orchestrator.readers import Problems, load_yaml
-from headsweep.orchestrator.storage import Store, is_uri, join, parent_and_name
+from headsweep.orchestrator.storage import Store, is_uri, join, open_store, parent_and_name
 from headsweep.orchestrator.sweep import Sweep, parse
+from headsweep.trials.errors import UserError
 
 DEMO_CONFIG = "demo.yaml"   # package data of orchestrator (configs/demo.yaml links to it)
 
@@ -35,6 +36,7 @@ class Plan:
     stage_b: list
     store: Store
     warnings: list[str]
+    resumed: bool = False     # planned from a sweep directory's spec.yaml (headsweep resume)
 
 
 def demo_path() -> Path:
@@ -66,15 +68,19 @@ def plan_sweep(sweep: Sweep, *, storage: str | None = None, local: dict | None =
     heads = checks.check_models(sweep, p)
     checks.check_importance(sweep, p)
     checks.check_data(sweep, p)
-    checks.check_storage(storage or sweep.storage, p, key="--storage" if storage else "storage")
+    store_key = "--storage" if storage else "storage"
+    checks.check_storage(storage or sweep.storage, p, key=store_key)
     tracking.check(sweep.tracking, p)
     if local is not None:
         checks.check_resources(sweep, p, cpus=local["cpus"], gpus=local["gpus"], cluster=local["cluster"])
     if p:
         raise Refused(p.lines)
     notes = p.warnings + grid.duplicate_k_notes(sweep, heads)
-    return Plan(sweep, heads, grid.stage_a(sweep), grid.stage_b(sweep, heads),
-                Store(sweep_dir_of(sweep, storage)), notes)
+    try:
+        store = open_store(sweep_dir_of(sweep, storage), key=store_key)
+    except UserError as e:
+        raise Refused([str(e)])
+    return Plan(sweep, heads, grid.stage_a(sweep), grid.stage_b(sweep, heads), store, notes)
 
 
 def plan_file(raw_or_path, *, storage: str | None = None, local: dict | None = None) -> Plan:
@@ -84,6 +90,7 @@ def plan_file(raw_or_path, *, storage: str | None = None, local: dict | None = N
 def resume_plan(sweep_dir: str, local: dict | None) -> Plan:
     """The plan of an existing sweep directory, from its saved (already resolved) spec."""
     from headsweep.orchestrator.sweepdir import load_saved_sweep
+    sweep = load_saved_sweep(sweep_dir)   # refuses an unreachable store or a credential in the URI
     storage, name = parent_and_name(Store(sweep_dir).root)
-    sweep = dataclasses.replace(load_saved_sweep(sweep_dir), name=name)  # the directory may be renamed
-    return plan_sweep(sweep, storage=storage, local=local)
+    sweep = dataclasses.replace(sweep, name=name)  # the directory may be renamed
+    return dataclasses.replace(plan_sweep(sweep, storage=storage, local=local), resumed=True)

@@ -7,6 +7,11 @@ On a terminal it redraws in place (rich); otherwise (CI, ``| tee``) it prints a 
 counts change, at most every ``plain_every_s`` seconds, and a last line at the end. The counts
 come from the trials' own files (``Store.walk``: one listing per refresh), so they are the same
 truth ``headsweep status`` reads, and trials finished by an earlier run count as done.
+
+When no trial has started or finished for ``stall_s`` seconds while trials wait to start, it prints
+one line (and again after each further ``stall_s``) naming what the waiting trials need and what
+the cluster has, in total and free (``ray.cluster_resources`` / ``available_resources``): a lost
+worker or an autoscaler that cannot launch would otherwise look like a quiet sweep.
 """
 from __future__ import annotations
 
@@ -69,10 +74,39 @@ def eta(counts: dict, elapsed: float) -> float | None:
     return left / max(busy / elapsed, 1e-9)
 
 
+def _ray_resources() -> tuple[dict, dict]:
+    import ray
+    return ray.cluster_resources(), ray.available_resources()
+
+
+def _fmt_resources(r: dict) -> str:
+    shown = {k: v for k, v in r.items() if k in ("CPU", "GPU", "cpu", "gpu") or k.startswith("accelerator_type")}
+    return "{" + ", ".join(f"{k.upper() if k in ('cpu', 'gpu') else k}: {v:g}" for k, v in sorted(shown.items())) + "}"
+
+
+def waiting(files: dict[str, float], plan, since: float) -> dict[str, int]:
+    """Trials that could start now but have not (per resources key): stage A without a result or
+    an attempt of this run; stage B likewise, once its checkpoint's result exists."""
+    def started(k):
+        status = files.get(layout.trial_file(k, layout.STATUS))
+        return files.get(layout.trial_file(k, layout.RESULT)) is not None or (status is not None and status >= since)
+    out: dict[str, int] = {}
+    for s in plan.stage_a:
+        if not started(s.key):
+            out["finetune"] = out.get("finetune", 0) + 1
+    for s in plan.stage_b:
+        if not started(s.key) and files.get(layout.trial_file(s.finetune.key, layout.RESULT)) is not None:
+            need = "finetune" if s.recovery_epochs else "prune"
+            out[need] = out.get(need, 0) + 1
+    return out
+
+
 class Progress:
     def __init__(self, store, plan, run_id: str, out=sys.stdout, interval_s: float | None = None,
-                 plain_every_s: float = 15.0):
+                 plain_every_s: float = 15.0, stall_s: float = 600.0, cluster=_ray_resources):
         self.store, self.out, self.plain_every_s = store, out, plain_every_s
+        self.plan, self.stall_s, self.cluster = plan, stall_s, cluster
+        self._activity, self._last_stall_line, self._marks = None, 0.0, None
         self.stages = {"stage_a": [s.key for s in plan.stage_a], "stage_b": [s.key for s in plan.stage_b]}
         self.interval_s = interval_s or (1.0 if store.local is not None else 10.0)
         self.tty = bool(getattr(out, "isatty", lambda: False)())
@@ -88,7 +122,31 @@ class Progress:
             files = self.store.walk(layout.TRIALS)
         except OSError:
             files = {}
+        self._check_stall(files)
         return count(files, self.stages, self.since)
+
+    def _check_stall(self, files: dict[str, float]) -> None:
+        """One line when nothing started or finished for ``stall_s`` while trials wait to start."""
+        now = time.monotonic()
+        marks = tuple(sorted((p, t) for p, t in files.items() if p.endswith(("/" + layout.STATUS, "/" + layout.RESULT))
+                             and t >= self.since))
+        if marks != self._marks or self._activity is None:
+            self._marks, self._activity = marks, now
+            return
+        if now - self._activity < self.stall_s or now - self._last_stall_line < self.stall_s:
+            return
+        wait = waiting(files, self.plan, self.since)
+        if not wait:
+            return
+        need = "; ".join(f"{n} need {_fmt_resources(self.plan.sweep.resources[k].as_ray())} each" for k, n in wait.items())
+        try:
+            total, free = self.cluster()
+            has = f"the cluster has {_fmt_resources(total)} in all, {_fmt_resources(free)} free"
+        except Exception as e:  # the cluster itself may be the problem
+            has = f"the cluster's resources are unknown ({type(e).__name__})"
+        print(f"headsweep: no trial started or finished for {_fmt(now - self._activity)}; {sum(wait.values())} "
+              f"trials wait to start ({need}); {has}", file=self.out, flush=True)
+        self._last_stall_line = now
 
     def lines(self, counts: dict) -> list[str]:
         elapsed = time.monotonic() - self._t0

@@ -9,6 +9,7 @@ import dataclasses
 import difflib
 import math
 import os
+import reprlib
 from pathlib import Path
 from typing import Any
 
@@ -36,17 +37,33 @@ class Problems:
         self.warnings: list[str] = []
 
     def add(self, key: str, value: Any, problem: str) -> None:
-        line = one_line(f"{key}: {problem} (got {value!r})")
+        line = one_line(f"{key}: {problem} (got {shown(value)})")
         if line not in self.lines:  # the same problem found twice is still one problem
             self.lines.append(line)
 
     def warn(self, key: str, value: Any, problem: str) -> None:
-        line = one_line(f"{key}: {problem} (got {value!r})")
+        line = one_line(f"{key}: {problem} (got {shown(value)})")
         if line not in self.warnings:
             self.warnings.append(line)
 
     def __bool__(self):
         return bool(self.lines)
+
+
+VALUE_CHARS = 200   # a value shown in a problem line is cut to about this many characters
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxother, _REPR.maxlong = 3, VALUE_CHARS, VALUE_CHARS, 60
+_REPR.maxdict = _REPR.maxlist = _REPR.maxtuple = _REPR.maxset = 8
+
+
+def shown(value: Any) -> str:
+    """A value as problem lines show it: its repr, bounded in depth, length and width (a huge or
+    deeply nested value must not print megabytes), and any URI secret replaced by ``***``."""
+    from headsweep.orchestrator.storage import redact
+    text = value if isinstance(value, str) else None
+    r = repr(text) if text is not None and len(text) <= VALUE_CHARS else _REPR.repr(value)
+    r = redact(r)
+    return r if len(r) <= VALUE_CHARS + 20 else r[:VALUE_CHARS] + "...'"
 
 
 def one_line(text: str) -> str:
@@ -193,11 +210,12 @@ def load_yaml(path: str | os.PathLike, p: Problems) -> Any:
         p.add("(sweep file)", str(path), f"not a text (UTF-8) file: byte {e.start} cannot be decoded")
         return None
     try:
-        raw = yaml.safe_load(text)
+        raw = strict_yaml(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        p.add("(sweep file)", str(path), f"not valid YAML{where}: {getattr(e, 'problem', None) or e}")
+        problem = " ".join(str(getattr(e, "problem", None) or e).split())[:VALUE_CHARS]
+        p.add("(sweep file)", str(path), f"not valid YAML{where}: {problem}")
         return None
     if raw is None:
         p.add("(sweep file)", str(path), "is empty; expected a mapping of sweep keys (name:, models:, ...)")
@@ -205,3 +223,35 @@ def load_yaml(path: str | os.PathLike, p: Problems) -> Any:
         p.add("(sweep file)", str(path), f"must be a YAML mapping of sweep keys (name:, models:, ...), "
                                          f"not a {type(raw).__name__}")
     return raw
+
+
+# ---------------------------------------------------------------------------- YAML without aliases
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing anchors (``&a``) and aliases (``*a``) as it meets them: a
+    sweep file needs neither, and an alias bomb (a few hundred bytes that expand to billions of
+    nodes) is refused before anything is built or printed."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(None, None, "YAML aliases (*name) are not allowed in a sweep "
+                                              "file; write the value out", event.start_mark)
+        event = self.peek_event()
+        if getattr(event, "anchor", None) is not None:
+            raise yaml.composer.ComposerError(None, None, "YAML anchors (&name) are not allowed in a sweep "
+                                              "file; write the value out", event.start_mark)
+        return super().compose_node(parent, index)
+
+
+def strict_yaml(text: str | bytes) -> Any:
+    """``yaml.safe_load`` without anchors and aliases (raises ``yaml.YAMLError`` on either)."""
+    return yaml.load(text, Loader=_NoAliasLoader)
+
+
+class NoAliasDumper(yaml.SafeDumper):
+    """``yaml.safe_dump`` that writes a value seen twice out twice (never ``&id001`` / ``*id001``),
+    so what headsweep writes (spec.yaml) reads back through ``strict_yaml``."""
+
+    def ignore_aliases(self, data):
+        return True

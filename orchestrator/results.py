@@ -12,18 +12,43 @@ import json
 import pandas as pd
 
 from headsweep.orchestrator import faults
+from headsweep.orchestrator.quarantine import read_json
 from headsweep.orchestrator.storage import Store
 from headsweep.trials import layout
 from headsweep.trials.schema import CONTRACT_COLUMNS, IMPORTANCE_COLUMNS, RESULT_NAMES, RESULTS_SORT
 
 
+def grid_keys(store: Store) -> list[str] | None:
+    """Every trial key of the sweep's grid (grid.json); None if there is no readable grid."""
+    g = read_json(store, layout.GRID, need=("stage_a", "stage_b"), move_damaged=False)
+    if g is None:
+        return None
+    return [t["key"] for stage in ("stage_a", "stage_b") for t in g[stage]]
+
+
+def read_result(store: Store, key: str, move_damaged: bool = True) -> dict | None:
+    """A trial's result.json (``{"rows": [...]}``), or None: not there, or damaged (then moved to
+    quarantine/ with a warning, and the trial counts as not run)."""
+    r = read_json(store, layout.result_file(key), need=("rows",), move_damaged=move_damaged)
+    if r is not None and not isinstance(r["rows"], list):
+        if move_damaged:
+            from headsweep.orchestrator.quarantine import move
+            move(store, layout.result_file(key), "unreadable (rows is not a list)")
+        return None
+    return r
+
+
 def read_rows(store: Store, keys=None) -> list[dict]:
-    """Every results row of the finished trials (``keys``: those trials only)."""
+    """Every results row of the finished trials of the grid (``keys``: those trials only). Folders
+    under trials/ that the grid does not name (an edited sweep, another version's keys) are not
+    published."""
+    if keys is None:
+        keys = grid_keys(store)
     rows = []
     for key in keys if keys is not None else store.listdir(layout.TRIALS):
-        rel = layout.result_file(key)
-        if store.exists(rel):
-            rows += store.read_json(rel)["rows"]
+        r = read_result(store, key)
+        if r is not None:
+            rows += r["rows"]
     return rows
 
 
@@ -83,11 +108,11 @@ def trial_state(store: Store, key: str) -> tuple[str, str]:
     errored: its latest attempt raised and the driver gave up on it (``final``); a newer attempt
     (a retry, or a resume) makes it running again. running: an attempt started (status.json) and
     has not ended; whether it still runs depends on the driver (``headsweep status``)."""
-    if store.exists(layout.result_file(key)):
+    if read_result(store, key, move_damaged=False) is not None:
         return "done", ""
-    status = store.read_json(layout.status_file(key)) if store.exists(layout.status_file(key)) else None
-    if store.exists(layout.error_file(key)):
-        err = store.read_json(layout.error_file(key))
+    status = read_json(store, layout.status_file(key), move_damaged=False)
+    err = read_json(store, layout.error_file(key), move_damaged=False)
+    if err is not None:
         if status is None or status.get("attempt", 0) <= err.get("attempt", 0):
             if err.get("final", False) or status is None:
                 return "errored", err.get("error", "")
@@ -102,12 +127,14 @@ def finalize_errors(store: Store, specs: list, run_id: str | None = None) -> lis
     finally errored (Ray will not retry them any more); return their keys."""
     errored = []
     for s in specs:
-        if store.exists(layout.result_file(s.key)) or not store.exists(layout.error_file(s.key)):
+        if store.exists(layout.result_file(s.key)):
             continue
-        status = store.read_json(layout.status_file(s.key)) if store.exists(layout.status_file(s.key)) else {}
+        err = read_json(store, layout.error_file(s.key))
+        if err is None:
+            continue
+        status = read_json(store, layout.status_file(s.key)) or {}
         if run_id is not None and status.get("run") != run_id:
             continue  # not attempted in this run (e.g. the run was stopped first)
-        err = store.read_json(layout.error_file(s.key))
         if status.get("attempt", 0) <= err.get("attempt", 0):
             store.write_json(layout.error_file(s.key), err | {"final": True})
             errored.append(s.key)

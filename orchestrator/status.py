@@ -4,22 +4,29 @@ from __future__ import annotations
 
 import json
 
+from headsweep.orchestrator.plan import Refused
 from headsweep.orchestrator.results import trial_state
-from headsweep.orchestrator.storage import Store
+from headsweep.orchestrator.storage import open_store, redact
 from headsweep.orchestrator.sweepdir import driver_info, read_grid
+from headsweep.trials.errors import UserError
 from headsweep.trials import layout
 
 STATES = ("done", "running", "pending", "errored", "interrupted", "skipped")
 
 
 def sweep_status(sweep_dir: str) -> dict:
-    store = Store(sweep_dir)
+    """Reads only: a damaged file is reported (and skipped), never moved."""
+    try:
+        store = open_store(sweep_dir)
+    except UserError as e:
+        raise Refused([str(e)])
     g = read_grid(store)
     driver = driver_info(store)
     alive = bool(driver.get("alive"))
     done_a = set()
-    report = {"sweep_dir": store.root, "driver_running": alive, "stages": {}, "errors": [],
-              "driver": {k: driver.get(k) for k in ("pid", "host", "run", "started")} if driver else None,
+    report = {"sweep_dir": redact(store.root), "driver_running": alive, "stages": {}, "errors": [],
+              "driver": {k: driver.get(k) for k in ("pid", "host", "run", "started", "heartbeat", "why", "damaged")}
+              if driver else None,
               "driver_gone": bool(driver) and not alive,
               "leftovers": driver.get("leftovers", []) if driver else []}
     for stage in ("stage_a", "stage_b"):
@@ -37,20 +44,22 @@ def sweep_status(sweep_dir: str) -> dict:
             if state == "errored":
                 report["errors"].append({"trial": t["name"], "key": t["key"], "error": detail})
         report["stages"][stage] = counts
-    report["results"] = store.uri(layout.RESULTS) if store.exists(layout.RESULTS) else None
-    report["notebook"] = store.uri(layout.NOTEBOOK) if store.exists(layout.NOTEBOOK) else None
+    report["results"] = redact(store.uri(layout.RESULTS)) if store.exists(layout.RESULTS) else None
+    report["notebook"] = redact(store.uri(layout.NOTEBOOK)) if store.exists(layout.NOTEBOOK) else None
     left = sum(c["pending"] + c["interrupted"] + c["errored"] for c in report["stages"].values())
-    report["resume"] = f"headsweep resume {store.root}" if left and not alive else None
+    report["resume"] = f"headsweep resume {redact(store.root)}" if left and not alive else None
     return report
 
 
 def format_status(r: dict) -> str:
+    d = r.get("driver") or {}
     if r.get("driver_gone"):
-        d = r["driver"]
-        state = (f"driver gone: pid {d['pid']} on {d['host']} no longer runs (killed or crashed); "
-                 "no trial runs")
+        state = (f"driver gone: {d.get('why') or 'its lease is stale'} (killed, crashed or lost); no trial runs; "
+                 "the next run takes its lease over")
+    elif r["driver_running"]:
+        state = f"driver running: run {d.get('run')}, {d.get('why')}"
     else:
-        state = f"driver {'running' if r['driver_running'] else 'not running'}"
+        state = "driver not running"
     lines = [f"sweep: {r['sweep_dir']} ({state})"]
     for stage, c in r["stages"].items():
         total = sum(c.values())

@@ -6,11 +6,13 @@ other output of that trial is complete.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pyarrow.fs as pafs
 
@@ -19,6 +21,67 @@ from headsweep.trials import atomic
 
 def is_uri(path: str) -> bool:
     return "://" in str(path)
+
+
+# ---------------------------------------------------------------------------- secrets in URIs
+# Query parameters that carry credentials (pyarrow's S3/GCS URIs, MLflow/HTTP URLs, tokens).
+SECRET_PARAMS = ("access_key", "secret_key", "session_token", "access_token", "password", "token",
+                 "api_key", "apikey", "secret", "credentials", "sig", "x-amz-signature",
+                 "x-amz-credential", "x-amz-security-token")
+_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^/@\s:?#]*)(?::(?P<pw>[^/@\s?#]*))?@")
+_SECRET_QUERY = re.compile(r"(?P<k>[?&;](?:" + "|".join(re.escape(k) for k in SECRET_PARAMS) + r"))=(?P<v>[^&#\s'\"]*)",
+                           re.IGNORECASE)
+USE_ENVIRONMENT = ("credentials do not belong in a sweep file or on the command line (they would be "
+                   "saved in the sweep directory and printed); use the environment or a profile "
+                   "(AWS_PROFILE / ~/.aws, GOOGLE_APPLICATION_CREDENTIALS, MLFLOW_TRACKING_PASSWORD, "
+                   "WANDB_API_KEY)")
+
+
+def has_credentials(uri: str) -> bool:
+    """Whether a URI carries a password / secret (``scheme://user:pw@host``, ``scheme://KEY@bucket``
+    for object stores, or a secret query parameter)."""
+    text = str(uri)
+    m = _USERINFO.search(text)
+    if m and (m["pw"] is not None or m["scheme"].lower().startswith(("s3", "gs", "gcs", "hdfs"))):
+        return True
+    return bool(_SECRET_QUERY.search(text))
+
+
+def redact(text: str) -> str:
+    """``text`` with every URI password/secret replaced by ``***`` (for anything printed or saved)."""
+    def userinfo(m):
+        if m["pw"] is None and not m["scheme"].lower().startswith(("s3", "gs", "gcs", "hdfs")):
+            return m[0]
+        if m["scheme"].lower().startswith(("s3", "gs", "gcs", "hdfs")):
+            return f"{m['scheme']}***@"  # an object store's user part is itself a key id
+        return f"{m['scheme']}{m['user']}:***@"
+    return _SECRET_QUERY.sub(lambda m: f"{m['k']}=***", _USERINFO.sub(userinfo, str(text)))
+
+
+def cache_root() -> Path:
+    """Where headsweep keeps local copies (checkpoints of object-store sweeps, remote analyses)."""
+    return Path(os.environ.get("HEADSWEEP_CACHE", Path.home() / ".cache" / "headsweep"))
+
+
+def root_digest(root: str) -> str:
+    """16 hex digits naming one sweep directory (path or URI, credentials removed) in a cache."""
+    return hashlib.sha256(redact(str(root)).encode()).hexdigest()[:16]
+
+
+class Outside(ValueError):
+    """A relative path that would leave the sweep directory (``..``, absolute, empty part)."""
+
+
+def inside(rel: str) -> str:
+    """``rel`` itself if it stays inside the sweep root; raises ``Outside`` otherwise. Every path
+    the Store reads or writes goes through this (a label like ``../../x`` can never escape)."""
+    rel = str(rel)
+    if rel == "":
+        return rel
+    parts = PurePosixPath(rel).parts
+    if rel.startswith(("/", "\\")) or "\\" in rel or any(p in ("..", ".") for p in parts) or ":" in parts[0]:
+        raise Outside(f"path {rel!r} leaves the sweep directory")
+    return rel
 
 
 def join(base: str, rel: str) -> str:
@@ -53,26 +116,29 @@ class Store:
 
     def path(self, rel: str = "") -> str:
         """Path for pyarrow / Ray (absolute local path, or bucket/key for object stores)."""
-        return f"{self._base}/{rel}".rstrip("/")
+        return f"{self._base}/{inside(rel)}".rstrip("/")
 
     def uri(self, rel: str = "") -> str:
-        return join(self.root, rel)
+        return join(self.root, inside(rel))
+
+    def _local(self, rel: str) -> Path:
+        return self.local / inside(rel)
 
     # -- files
     def exists(self, rel: str) -> bool:
         if self.local:
-            return (self.local / rel).exists()
+            return self._local(rel).exists()
         return self.fs.get_file_info(self.path(rel)).type != pafs.FileType.NotFound
 
     def read_bytes(self, rel: str) -> bytes:
         if self.local:
-            return (self.local / rel).read_bytes()
+            return self._local(rel).read_bytes()
         with self.fs.open_input_stream(self.path(rel)) as f:
             return f.read()
 
     def write_bytes(self, rel: str, data: bytes) -> None:
         if self.local:
-            atomic.write_bytes(self.local / rel, data)  # a failed write leaves the old file, and no debris
+            atomic.write_bytes(self._local(rel), data)  # a failed write leaves the old file, and no debris
             return
         with self.fs.open_output_stream(self.path(rel)) as f:
             f.write(data)
@@ -85,7 +151,7 @@ class Store:
 
     def remove(self, rel: str) -> None:
         if self.local:
-            p = self.local / rel
+            p = self._local(rel)
             shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
         elif self.exists(rel):
             info = self.fs.get_file_info(self.path(rel))
@@ -93,7 +159,7 @@ class Store:
 
     def listdir(self, rel: str = "") -> list[str]:
         if self.local:
-            d = self.local / rel
+            d = self._local(rel)
             return sorted(x.name for x in d.iterdir()) if d.is_dir() else []
         sel = pafs.FileSelector(self.path(rel), allow_not_found=True)
         return sorted(Path(i.path).name for i in self.fs.get_file_info(sel))
@@ -110,7 +176,7 @@ class Store:
     def put_file(self, local: Path, rel: str) -> None:
         """Move (local store) or upload a finished file into the sweep directory."""
         if self.local:
-            dest = self.local / rel
+            dest = self._local(rel)
             dest.parent.mkdir(parents=True, exist_ok=True)
             tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
             shutil.move(str(local), tmp)
@@ -121,7 +187,7 @@ class Store:
     def put_dir(self, local: Path, rel: str) -> None:
         """Place a finished directory at ``rel`` (replacing an older copy)."""
         if self.local:
-            dest = self.local / rel
+            dest = self._local(rel)
             dest.parent.mkdir(parents=True, exist_ok=True)
             tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
             shutil.rmtree(tmp, ignore_errors=True)
@@ -135,7 +201,7 @@ class Store:
     def get_dir(self, rel: str, cache: Path) -> Path:
         """A local directory holding ``rel``: the path itself (local store) or a cached download."""
         if self.local:
-            return self.local / rel
+            return self._local(rel)
         dest = Path(cache)
         dest.parent.mkdir(parents=True, exist_ok=True)
         if not dest.exists():
@@ -163,3 +229,24 @@ class Store:
                 (dest / rel).write_bytes(self.read_bytes(rel))
         return dest
 
+
+
+def open_store(root: str | os.PathLike, key: str = "SWEEP_DIR") -> Store:
+    """``Store(root)``, with what an object store says when it cannot be opened (no region offline,
+    no credentials, a malformed URI) as one ``UserError`` line naming ``key``, never a traceback.
+    A URI with credentials in it is refused (``USE_ENVIRONMENT``) before anything connects."""
+    from headsweep.trials.errors import UserError
+    if has_credentials(str(root)):
+        raise UserError(key, redact(str(root)), USE_ENVIRONMENT)
+    try:
+        return Store(root)
+    except (OSError, ValueError) as e:  # pyarrow: OSError (network, region) / ArrowInvalid (a ValueError)
+        raise UserError(key, redact(str(root)), f"cannot open the object store ({store_error(e)})") from None
+
+
+def store_error(e: BaseException) -> str:
+    """An object-store exception as a short line, with a hint for the common causes."""
+    text = redact(" ".join(str(e).split()))[:200] or type(e).__name__
+    if "resolving region" in text or "NETWORK_CONNECTION" in text:
+        text += "; is the store reachable from here? give the region in the URI (?region=...) or AWS_DEFAULT_REGION"
+    return text

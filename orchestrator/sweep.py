@@ -6,12 +6,15 @@ while any remain. Keys are part of the contract (docs/design.md "The sweep file"
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
 
-from headsweep.orchestrator.readers import Problems, boolean, number, read_fields, section, string, unknown_keys
+from headsweep.orchestrator.readers import (NoAliasDumper, Problems, boolean, number, read_fields, section, string,
+                                            unknown_keys)
+from headsweep.orchestrator.storage import USE_ENVIRONMENT, has_credentials, redact
 from headsweep.trials.errors import UserError
 from headsweep.trials.metrics import METRICS, REGRESSION
 from headsweep.trials.schema import CLASSIC_STRATEGIES, REMOVAL_STRATEGIES
@@ -20,7 +23,7 @@ from headsweep.trials.spec import (NORMALIZE, SINGLE_HEAD_INITS, DataSpec, Impor
 from headsweep.trials.strategies import STRATEGIES, k_problem
 from headsweep.trials.tasks import task_for
 
-MODEL_KEYS = ("name", "label", "tokenizer", "trust_remote_code", "gguf_file")
+MODEL_KEYS = ("name", "label", "tokenizer", "trust_remote_code", "gguf_file", "revision")
 RESOURCE_STAGES = ("finetune", "prune")
 TOP_KEYS = ("name", "models", "data", "importance", "finetune", "strategies", "k", "per_layer",
             "seeds", "single_head_arch", "resources", "storage", "max_failures", "trust_remote_code",
@@ -29,6 +32,16 @@ TOP_KEYS = ("name", "models", "data", "importance", "finetune", "strategies", "k
 TRACKERS = ("mlflow", "tensorboard", "wandb")
 STORAGE_SCHEMES = ("s3", "gs", "gcs", "file", "hdfs")
 UNSUPPORTED_SCHEME = "unsupported scheme; use a local path, s3://, gs:// or file://"
+# Names that become folder names or path parts (the sweep's name, model labels): ASCII letters,
+# digits, '.', '_' and '-', never '.' or '..', so no name can leave the sweep root (docs/design.md).
+SAFE_NAME = re.compile(r"[A-Za-z0-9._-]{1,100}")
+SAFE_NAME_RULE = "use ASCII letters, digits, '.', '_' and '-' only (at most 100), and not '.' or '..'"
+WANDB_SECRET_KEYS = ("api_key", "key", "token", "password")   # W&B credentials belong in the environment
+PROVENANCE = "provenance"   # spec.yaml's record of the inputs (orchestrator/provenance.py); ignored on input
+
+
+def safe_name(v) -> bool:
+    return isinstance(v, str) and bool(SAFE_NAME.fullmatch(v)) and v not in (".", "..")
 
 
 @dataclass(frozen=True)
@@ -134,7 +147,7 @@ class Sweep:
         }
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.to_yaml_dict(), sort_keys=False)
+        return yaml.dump(self.to_yaml_dict(), Dumper=NoAliasDumper, sort_keys=False)
 
 
 DEFAULT = Sweep()
@@ -182,14 +195,36 @@ def _models(raw, p: Problems, trust_default: bool, suggested: set) -> tuple[Mode
         gguf = m.get("gguf_file")
         if gguf is not None:
             gguf = string(f"{key}.gguf_file", gguf, p)
+        revision = m.get("revision")
+        if revision is not None:
+            revision = string(f"{key}.revision", revision, p)
+        if label and not safe_name(label):
+            why = "" if "label" in m else " (the label comes from the name; set 'label:')"
+            p.add(f"{key}.label", label, f"{SAFE_NAME_RULE}: it names folders and results rows{why}")
+            label = None
         if name and label:
-            if label in seen:
-                p.add(f"{key}.label", label, f"duplicate model label (models[{seen[label]}] has it too); "
-                                             "set 'label:' to tell the models apart")
+            if label.lower() in seen:
+                p.add(f"{key}.label", label, f"duplicate model label (models[{seen[label.lower()]}] has it too, "
+                                             "letter case aside); set 'label:' to tell the models apart")
             else:
-                seen[label] = i
-            out.append(ModelSpec(name=name, label=label, tokenizer=tok, trust_remote_code=bool(trust), gguf_file=gguf))
+                seen[label.lower()] = i
+            out.append(ModelSpec(name=name, label=label, tokenizer=tok, trust_remote_code=bool(trust),
+                                 gguf_file=gguf, revision=revision))
     return tuple(out)
+
+
+def _variant_clashes(models: tuple[ModelSpec, ...], single_head_arch: str | None, p: Problems) -> None:
+    """A model whose label equals another model's variant name (``a`` with ``single_head_arch``
+    makes ``a-1head``, a model labelled ``a-1head`` too) would make two kinds of rows look alike."""
+    if not single_head_arch:
+        return
+    made = {f"{m.label}-1head".lower(): m.label for m in models}
+    if single_head_arch == "scratch":
+        made |= {f"{m.label}-scratch".lower(): m.label for m in models}
+    for i, m in enumerate(models):
+        if m.label.lower() in made:
+            p.add(f"models[{i}].label", m.label, f"clashes with the variant '{m.label}' that single_head_arch "
+                                                 f"makes of model '{made[m.label.lower()]}'; choose another label")
 
 
 def _data(raw, p: Problems) -> tuple[DataSpec, str | None]:
@@ -353,6 +388,9 @@ def _tracking(raw, p) -> TrackingSpec:
     elif mlflow is not None and not (isinstance(mlflow, str) and mlflow.strip()):
         p.add("tracking.mlflow", mlflow, "must be true or a tracking URI (file:///..., http://...)")
         mlflow = None
+    elif mlflow and has_credentials(mlflow):
+        p.add("tracking.mlflow", redact(mlflow), USE_ENVIRONMENT)
+        mlflow = None
     tensorboard = boolean("tracking.tensorboard", sec.get("tensorboard", False), p)
     wandb = sec.get("wandb")
     if wandb is True:
@@ -363,6 +401,10 @@ def _tracking(raw, p) -> TrackingSpec:
         p.add("tracking.wandb", wandb, "must be true or a mapping of WandbLoggerCallback options, "
                                        "e.g. {project: heads}")
         wandb = None
+    if isinstance(wandb, dict):
+        for k in [k for k in wandb if str(k).lower() in WANDB_SECRET_KEYS]:
+            p.add(f"tracking.wandb.{k}", "***", USE_ENVIRONMENT)
+            wandb = None
     return TrackingSpec(mlflow=mlflow, tensorboard=bool(tensorboard), wandb=wandb)
 
 
@@ -383,10 +425,11 @@ def parse(raw: Any, p: Problems) -> Sweep | None:
         p.add("(sweep file)", raw if raw is None else type(raw).__name__,
               "must be a YAML mapping of sweep keys (name:, models:, data:, ...)")
         return None
+    raw = {k: v for k, v in raw.items() if k != PROVENANCE}  # written by headsweep into spec.yaml
     suggested = unknown_keys(raw, TOP_KEYS, "", p)
     name = string("name", raw.get("name", DEFAULT.name), p)
-    if name and not all(c.isalnum() or c in "-_." for c in name):
-        p.add("name", name, "use letters, digits, '-', '_' and '.' only (it names a directory)")
+    if name and not safe_name(name):
+        p.add("name", name, f"{SAFE_NAME_RULE} (it names the sweep directory)")
     trust = boolean("trust_remote_code", raw.get("trust_remote_code", DEFAULT.trust_remote_code), p)
     models = _models(raw, p, bool(trust), suggested)
     data, task_metric = _data(raw, p)
@@ -402,9 +445,12 @@ def parse(raw: Any, p: Problems) -> Sweep | None:
     per_layer = boolean("per_layer", raw.get("per_layer", DEFAULT.per_layer), p)
     seeds = _seeds(raw, p)
     sha = _single_head_arch(raw, p)
+    _variant_clashes(models, sha, p)
     resources = _resources(raw, p)
     storage = string("storage", raw.get("storage", DEFAULT.storage), p)
-    if storage and "://" in storage and storage.split("://", 1)[0] not in STORAGE_SCHEMES:
+    if storage and has_credentials(storage):
+        p.add("storage", redact(storage), USE_ENVIRONMENT)
+    elif storage and "://" in storage and storage.split("://", 1)[0] not in STORAGE_SCHEMES:
         p.add("storage", storage, UNSUPPORTED_SCHEME)  # static: reported with the other file problems
     max_failures = number("max_failures", raw.get("max_failures", DEFAULT.max_failures), p, integer=True, lo=0)
     tracking = _tracking(raw, p)

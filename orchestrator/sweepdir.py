@@ -1,5 +1,5 @@
-"""An existing sweep directory: claiming it for a sweep, its saved spec, the driver's presence,
-and a local copy of an object-store sweep for the analysis."""
+"""An existing sweep directory: claiming it for a sweep (under the driver's lease), its saved
+spec and provenance, who drives it, and a local copy of an object-store sweep for the analysis."""
 from __future__ import annotations
 
 import os
@@ -10,39 +10,84 @@ from pathlib import Path
 
 import yaml
 
+from headsweep.orchestrator import provenance
 from headsweep.orchestrator.grid import trial_name
 from headsweep.orchestrator.plan import Plan, Refused
-from headsweep.orchestrator.readers import Problems
-from headsweep.orchestrator.storage import Store, parent_and_name
-from headsweep.orchestrator.sweep import Sweep, parse
+from headsweep.orchestrator.readers import NoAliasDumper, Problems, strict_yaml
+from headsweep.orchestrator.storage import Store, cache_root, open_store, parent_and_name, redact, root_digest
+from headsweep.orchestrator.sweep import PROVENANCE, Sweep, parse
 from headsweep.trials import layout
+from headsweep.trials.errors import UserError
 
 
 def _not_a_sweep(sweep_dir: str, missing: str) -> Refused:
-    return Refused([f"SWEEP_DIR: no {missing} in {sweep_dir}; is it a headsweep sweep directory? "
-                    f"(got {sweep_dir!r})"])
+    return Refused([f"SWEEP_DIR: no {missing} in {redact(sweep_dir)}; is it a headsweep sweep directory? "
+                    f"(got {redact(sweep_dir)!r})"])
 
 
 def _damaged(what: str, e: Exception, sweep_dir: str) -> Refused:
     return Refused([f"SWEEP_DIR/{what}: unreadable ({type(e).__name__}); the sweep directory is "
-                    f"damaged (got {sweep_dir!r})"])
+                    f"damaged (got {redact(sweep_dir)!r})"])
 
 
-def claim_directory(pl: Plan) -> None:
-    """Refuse to mix two different sweeps in one directory; write spec.yaml and grid.json."""
+def _read_spec(store: Store) -> dict:
+    """spec.yaml as a mapping (anchors and aliases refused); raises what made it unreadable."""
+    raw = strict_yaml(store.read_bytes(layout.SPEC))
+    if not isinstance(raw, dict):
+        raise ValueError(f"not a mapping but {type(raw).__name__}")
+    return raw
+
+
+def _parse_saved(raw: dict, sweep_dir: str) -> tuple[Sweep, dict | None]:
+    """(the saved sweep, every default filled in; its recorded provenance)."""
+    recorded = raw.get(PROVENANCE)
+    p = Problems()
+    sweep = parse({k: v for k, v in raw.items() if k != PROVENANCE}, p)
+    if sweep is None:
+        raise Refused([f"SWEEP_DIR/{layout.SPEC}: {p.lines[0]} (this headsweep cannot read the spec "
+                       f"saved in {redact(sweep_dir)})"])
+    return sweep, recorded if isinstance(recorded, dict) else None
+
+
+def _comparable(sweep: Sweep) -> dict:
+    """What must be equal for two sweeps to share a directory: the resolved spec (defaults filled
+    in, so a key added by an upgrade with its default compares equal) without name and storage."""
+    return {k: v for k, v in sweep.to_yaml_dict().items() if k not in ("name", "storage")}
+
+
+def claim_directory(pl: Plan, *, allow_drift: bool = False, run_id: str | None = None, out=None) -> None:
+    """Under the lease: refuse to mix two different sweeps, or changed inputs, in one directory;
+    write spec.yaml (with the provenance) and grid.json. A damaged spec.yaml is moved to
+    quarantine/ (one warning) and written anew."""
     store, sweep = pl.store, pl.sweep
+    now = provenance.current(sweep)
+    recorded = None
     if store.exists(layout.SPEC):
-        old = yaml.safe_load(store.read_bytes(layout.SPEC))
-        # A spec written before a key existed (analysis.margin, ...) holds that key's default:
-        # compare the resolved sweeps, not the files' key sets.
-        saved = parse(old, Problems()) if isinstance(old, dict) else None
-        old = saved.to_yaml_dict() if saved is not None else old
-        new = sweep.to_yaml_dict()
-        if {k: v for k, v in old.items() if k != "storage"} != {k: v for k, v in new.items() if k != "storage"}:
-            raise Refused([f"storage: {store.root} already holds a different sweep named "
-                           f"'{sweep.name}'; change 'name' or use 'headsweep resume {store.root}' "
-                           f"(got {store.root!r})"])
-    store.write_bytes(layout.SPEC, sweep.to_yaml().encode())
+        try:
+            raw = _read_spec(store)
+        except (yaml.YAMLError, UnicodeDecodeError, ValueError) as e:
+            from headsweep.orchestrator.quarantine import move
+            move(store, layout.SPEC, f"unreadable ({type(e).__name__})", out=out)
+            raw = None
+        if raw is not None:
+            old, recorded = _parse_saved(raw, store.root)
+            a, b = _comparable(old), _comparable(sweep)
+            if a != b:
+                keys = ", ".join(k for k in b if a.get(k) != b.get(k))
+                advice = "" if getattr(pl, "resumed", False) else \
+                    f" or 'headsweep resume {redact(store.root)}' to continue the sweep it holds"
+                raise Refused([f"storage: {redact(store.root)} already holds a different sweep named "
+                               f"'{sweep.name}' (it differs in: {keys}); change 'name'{advice} "
+                               f"(got {redact(store.root)!r})"])
+            found = provenance.changes(recorded, now)
+            if found and not allow_drift:
+                raise Refused([provenance.drift_line(found, redact(store.root))])
+            if found:
+                provenance.record_drift(store, found, run_id)
+                print(f"headsweep: note: going on with changed inputs (--allow-drift); recorded in {layout.DRIFT}",
+                      file=out or sys.stderr)
+    spec = sweep.to_yaml_dict() | {PROVENANCE: provenance.merged(recorded, now)}
+    store.write_bytes(layout.SPEC, yaml.dump(spec, Dumper=NoAliasDumper, sort_keys=False).encode())
     store.write_json(layout.GRID, {
         "stage_a": [{"key": s.key, "name": trial_name(s)} for s in pl.stage_a],
         "stage_b": [{"key": s.key, "name": trial_name(s), "stage_a_key": s.finetune.key} for s in pl.stage_b],
@@ -51,18 +96,19 @@ def claim_directory(pl: Plan) -> None:
 
 def load_saved_sweep(sweep_dir: str) -> Sweep:
     """The resolved sweep a directory was started with (its spec.yaml)."""
-    store = Store(sweep_dir)
+    try:
+        store = open_store(sweep_dir)
+    except UserError as e:
+        raise Refused([str(e)])
     if not store.exists(layout.SPEC):
         raise _not_a_sweep(sweep_dir, layout.SPEC)
     try:
-        raw = yaml.safe_load(store.read_bytes(layout.SPEC))
-    except (yaml.YAMLError, UnicodeDecodeError, OSError) as e:
-        raise _damaged(layout.SPEC, e, sweep_dir)
-    p = Problems()
-    sweep = parse(raw, p)
-    if sweep is None:
-        raise Refused([f"SWEEP_DIR/{layout.SPEC}: {line}" for line in p.lines])
-    return sweep
+        raw = _read_spec(store)
+    except (yaml.YAMLError, UnicodeDecodeError, ValueError, OSError) as e:
+        raise Refused([f"SWEEP_DIR/{layout.SPEC}: unreadable ({type(e).__name__}); run the sweep file again "
+                       f"with 'headsweep run SWEEP.yaml --storage {redact(parent_and_name(store.root)[0])}' "
+                       f"(the damaged file is then moved to {layout.QUARANTINE}/) (got {redact(sweep_dir)!r})"])
+    return _parse_saved(raw, sweep_dir)[0]
 
 
 def read_grid(store: Store) -> dict:
@@ -83,48 +129,21 @@ def new_run_id(store: Store) -> str:
     return f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
 
 
-def refuse_if_driven(store: Store) -> None:
-    """Two drivers on one directory would run the same trials twice: refuse while another lives on
-    this host. One recorded on another host cannot be checked (it may be a lost head node): warn."""
-    d = driver_info(store)
-    if d.get("elsewhere"):
-        print(f"headsweep: note: {layout.DRIVER} names a driver on {d.get('host')} (pid {d.get('pid')}); "
-              "if it still runs, stop it: two drivers would run the same trials", file=sys.stderr)
-    elif d.get("alive") and d.get("pid") != os.getpid():
-        raise Refused([f"SWEEP_DIR: a driver (pid {d.get('pid')} on {d.get('host')}) is running this "
-                       f"sweep; wait for it, or stop it first (got {store.root!r})"])
-
-
-def mark_driver(store: Store, run_id: str, ray_info: dict | None = None) -> None:
-    """``driver.json``: who runs this sweep now, and (local Ray) its Ray session, so that
-    ``headsweep status`` can point out what a killed driver left running."""
-    store.write_json(layout.DRIVER, {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time(),
-                                     "run": run_id, **(ray_info or {})})
-
-
-def unmark_driver(store: Store) -> None:
-    if store.exists(layout.DRIVER):
-        store.remove(layout.DRIVER)
-
-
 def driver_info(store: Store) -> dict:
-    """driver.json plus ``alive`` (its pid runs; on another host we cannot tell, so True) and,
-    for a dead local driver, ``leftovers``: processes of its Ray session still running."""
-    if not store.exists(layout.DRIVER):
+    """Who drives this sweep, from its lease (``orchestrator.lease``): pid, host, run, started,
+    ``alive`` (the lease is held: its process runs, or its heartbeat is fresh) and ``why``; for a
+    dead driver of this host, ``leftovers``: processes of its Ray session still running. Empty:
+    no driver."""
+    from headsweep.orchestrator.lease import read_lease
+    lease = read_lease(store)
+    if lease is None:
         return {}
-    try:
-        d = store.read_json(layout.DRIVER)
-    except (ValueError, OSError):
-        return {}
-    if d.get("host") != socket.gethostname():
-        return d | {"alive": True, "elsewhere": True}
-    try:
-        os.kill(int(d["pid"]), 0)
-        alive = True
-    except (OSError, ValueError, KeyError):
-        alive = False
-    d["alive"] = alive
-    if not alive and d.get("ray_session"):
+    if "damaged" in lease:
+        return {"alive": False, "damaged": lease["damaged"], "why": f"{layout.LEASE} is unreadable"}
+    d = {"pid": lease.get("pid"), "host": lease.get("host"), "run": lease.get("run_id"),
+         "started": lease.get("started"), "heartbeat": lease.get("heartbeat"), "alive": lease["held"],
+         "why": lease["why"], "ray_session": lease.get("ray_session")}
+    if not d["alive"] and d["ray_session"] and d["host"] == socket.gethostname():
         d["leftovers"] = session_processes(d["ray_session"])
     return d
 
@@ -152,15 +171,21 @@ def session_processes(session_dir: str) -> list[tuple[int, str]]:
     return found
 
 
-def clean_debris(store: Store) -> None:
+def clean_debris(store: Store, before: float) -> None:
     """Temporary files a killed driver or trial left half-written (local sweeps; object-store
-    writes are single PUTs and leave none). Called only when no other driver runs the sweep."""
+    writes are single PUTs and leave none). Only the lease holder calls this, and only files older
+    than its lease (``before``) go: nothing another process may still be writing."""
     if store.local is None or not store.local.is_dir():
         return
+    import shutil
     for pattern in (".*.tmp", f"{layout.TRIALS}/*/.*.tmp", f"{layout.CHECKPOINTS}/.*.tmp"):
         for p in store.local.glob(pattern):
+            try:
+                if p.lstat().st_mtime >= before:
+                    continue
+            except OSError:
+                continue
             if p.is_dir():
-                import shutil
                 shutil.rmtree(p, ignore_errors=True)
             else:
                 p.unlink(missing_ok=True)
@@ -168,14 +193,23 @@ def clean_debris(store: Store) -> None:
 
 # ---------------------------------------------------------------------------- analysis input
 
+def remote_copy_dir(sweep_dir: str) -> Path:
+    """Where ``headsweep analyze s3://...`` copies a remote sweep: a cache folder keyed by the URI
+    (``<cache>/remote/<digest>/<name>``), never ./sweeps/<name>, where local sweeps live."""
+    return cache_root() / "remote" / root_digest(Store(sweep_dir).root) / parent_and_name(sweep_dir)[1]
+
+
 def local_copy(sweep_dir: str, to: str | None = None) -> str:
     """The sweep directory itself, or (object stores) a local copy of everything but checkpoints."""
-    store = Store(sweep_dir)
+    try:
+        store = open_store(sweep_dir)
+    except UserError as e:
+        raise Refused([str(e)])
     if not store.exists(layout.RESULTS) and not store.exists(layout.SPEC):
         raise _not_a_sweep(sweep_dir, f"{layout.RESULTS} or {layout.SPEC}")
     if store.local is not None:
         return str(store.local)
-    dest = Path(to) if to else Path("sweeps") / parent_and_name(store.root)[1]
+    dest = Path(to) if to else remote_copy_dir(store.root)
     store.download(list(layout.ANALYSIS_INPUTS), dest)
-    print(f"headsweep: copied {store.root} (without checkpoints) to {dest}", file=sys.stderr)
+    print(f"headsweep: copied {redact(store.root)} (without checkpoints) to {dest}", file=sys.stderr)
     return str(dest)

@@ -84,6 +84,12 @@ def _local_split(spec: DataSpec, split: str, key: str) -> Path:
     return path
 
 
+def local_files(spec: DataSpec) -> list[Path]:
+    """The files a local data source's splits read (train, eval, extra_eval), for provenance."""
+    splits = [(spec.train, "data.train"), (spec.eval, "data.eval")] + [(s, "data.extra_eval") for s in spec.extra_eval]
+    return sorted({_local_split(spec, split, key).resolve() for split, key in splits})
+
+
 def _read_local(path: Path, key: str) -> pd.DataFrame:
     reader = READERS.get(path.suffix.lower())
     if reader is None:
@@ -107,7 +113,7 @@ def _read_hub(spec: DataSpec, split: str, key: str) -> pd.DataFrame:
     if ":" in source:
         args = tuple(source.split(":", 1))
     try:
-        ds = datasets.load_dataset(*args, split=split)
+        ds = datasets.load_dataset(*args, split=split, revision=spec.revision)
     except Exception as e:
         raise UserError(key, f"{spec.source}[{split}]",
                         f"cannot load hub dataset ({type(e).__name__}: {str(e).splitlines()[0][:160]})")

@@ -6,11 +6,13 @@ in the code base spells these names; ``tests/test_contracts.py`` checks that.
 
     SWEEP_DIR/spec.yaml                          the resolved sweep
     SWEEP_DIR/grid.json                          every trial of both stages
-    SWEEP_DIR/driver.json                        the running driver (pid, host); gone when it ends
+    SWEEP_DIR/lease.json                         the running driver's lease (run id, host, pid, heartbeat); gone when it ends
+    SWEEP_DIR/drift.json                         inputs that changed between runs, accepted with --allow-drift
+    SWEEP_DIR/quarantine/                        damaged files moved aside (the trial runs again)
     SWEEP_DIR/results.parquet, results.csv       one row per evaluated trial
     SWEEP_DIR/importance.parquet                 model, seed, method, layer, head, score, score_raw
     SWEEP_DIR/predictions/<row_key>.parquet      per-example predictions of one results row
-    SWEEP_DIR/checkpoints/<variant>__seed<k>/    stage-A model (HF format, safetensors)
+    SWEEP_DIR/checkpoints/<stage-A key>/         stage-A model (HF format, safetensors)
     SWEEP_DIR/pruned/<trial_key>/                a pruned model (save_pruned)
     SWEEP_DIR/trials/<trial_key>/                result.json ({"rows": [...]}), status.json, error.json[, importance.parquet]
     SWEEP_DIR/analysis/                          analysis.ipynb, report.md, stats.csv, summary.csv, prunable.csv,
@@ -23,7 +25,9 @@ from __future__ import annotations
 # ---------------------------------------------------------------------------- the sweep's top level
 SPEC = "spec.yaml"
 GRID = "grid.json"
-DRIVER = "driver.json"
+LEASE = "lease.json"          # the driver's lease (orchestrator/lease.py); replaces driver.json
+DRIFT = "drift.json"          # changed inputs accepted with --allow-drift (orchestrator/provenance.py)
+QUARANTINE = "quarantine"     # damaged files, moved aside with a warning (orchestrator/quarantine.py)
 RESULTS = "results.parquet"
 RESULTS_CSV = "results.csv"
 IMPORTANCE = "importance.parquet"
@@ -44,6 +48,8 @@ TRIAL_IMPORTANCE = "importance.parquet"
 CHECKPOINT = "checkpoint"     # stage A's model, inside the trial's output directory
 CKPT_IMPORTANCE = "importance.parquet"   # beside the weights: what stage B ranks heads by
 CKPT_SPEC = "headsweep_spec.json"
+CKPT_TRAIN = "headsweep_train.json"   # fine-tuning statistics beside weights saved before evaluation
+FINETUNED = "finetuned"       # stage A's fine-tuned weights, before evaluation, in the output directory
 PRUNED_MODEL = "pruned_model"   # save_pruned: a stage-B trial's physically pruned model (HF format)
 PRUNED = "pruned"               # SWEEP_DIR/pruned/<trial_key>/
 
@@ -95,9 +101,21 @@ def pruned_model_dir(key: str) -> str:
     return f"{PRUNED}/{key}"
 
 
-def checkpoint_dir(name: str) -> str:
-    """``checkpoints/<variant>__seed<k>`` (``FinetuneSpec.checkpoint_name``)."""
-    return f"{CHECKPOINTS}/{name}"
+def checkpoint_dir(key: str) -> str:
+    """``checkpoints/<stage-A key>``: named by content (the fine-tune's trial key), so two model
+    variants can never share a folder whatever their labels."""
+    return f"{CHECKPOINTS}/{key}"
+
+
+def finetuned_dir(key: str) -> str:
+    """``trials/<stage-A key>/finetuned``: the fine-tuned weights, saved before evaluation and
+    importance, so a retry of the trial starts from them instead of fine-tuning again."""
+    return f"{TRIALS}/{key}/{FINETUNED}"
+
+
+def quarantined(rel: str, stamp: str) -> str:
+    """``quarantine/<rel with / as __>.<stamp>``: where a damaged file is moved."""
+    return f"{QUARANTINE}/{rel.replace('/', '__')}.{stamp}"
 
 
 def ray_run(run_id: str) -> str:

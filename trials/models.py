@@ -22,14 +22,16 @@ from headsweep.trials.tokenizers import fix_padding, load_tokenizer
 
 def load_model(name: str, num_labels: int = 2, *, tokenizer: str | None = None,
                texts: Iterable[str] | None = None, single_head: str | None = None,
-               trust_remote_code: bool = False, scratch: bool = False, gguf_file: str | None = None):
+               trust_remote_code: bool = False, scratch: bool = False, gguf_file: str | None = None,
+               revision: str | None = None):
     """(model, tokenizer) for a hub id, a local directory, or a ``preset:`` name; ``gguf_file``: a
     GGUF file in the directory (or hub repo) ``name``, loaded by transformers and dequantised.
 
     ``texts`` builds a preset's vocabulary (defaults to the synthetic task's text).
     ``single_head`` ("pretrained" | "random" | "scratch") returns the one-head architecture
     variant; ``scratch`` the multi-head architecture with every weight drawn afresh from its
-    config. A directory saved by ``save_pruned`` loads as the pruned model it is.
+    config. ``revision``: the hub commit / branch / tag to load (models[].revision). A directory
+    saved by ``save_pruned`` loads as the pruned model it is.
     Seed first (``accelerate.utils.set_seed``): the classifier head is freshly initialised.
     """
     from headsweep.trials.pruned_model import is_pruned_checkpoint, load_pruned
@@ -41,9 +43,10 @@ def load_model(name: str, num_labels: int = 2, *, tokenizer: str | None = None,
         model, tok = load_gguf(name, gguf_file, num_labels, tokenizer)
     else:
         from transformers import AutoModelForSequenceClassification
-        tok = load_tokenizer(tokenizer or name, trust_remote_code)
+        tok = load_tokenizer(tokenizer or name, trust_remote_code, revision=None if tokenizer else revision)
         model = AutoModelForSequenceClassification.from_pretrained(
-            name, num_labels=num_labels, trust_remote_code=trust_remote_code)
+            name, num_labels=num_labels, trust_remote_code=trust_remote_code,
+            **({"revision": revision} if revision else {}))
     fix_padding(model, tok)
     adapter_for(model).prepare(model)  # fails early, listing the supported architectures
     if scratch and not single_head:

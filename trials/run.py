@@ -34,9 +34,16 @@ from headsweep.trials.train import accelerator_scope, evaluate, finetune
 from headsweep.trials.units import units
 
 
-def run_finetune(spec: FinetuneSpec, out_dir: Path, progress: bool = False) -> list[dict]:
+def run_finetune(spec: FinetuneSpec, out_dir: Path, progress: bool = False, *, finetuned: Path | None = None,
+                 on_finetuned=None) -> list[dict]:
     """Stage A: fine-tune, evaluate unpruned (and on the extra evaluation splits), compute every
-    importance method of the spec, save the checkpoint."""
+    importance method of the spec, save the checkpoint.
+
+    ``on_finetuned(path)``: called with the fine-tuned weights (``out_dir/finetuned``, HF format,
+    with the fine-tuning statistics) as soon as fine-tuning ends, before anything that could still
+    fail; the caller keeps them. ``finetuned``: such weights from an earlier attempt of this same
+    trial: they are loaded instead of fine-tuning again (evaluation, importance and the row are the
+    same as if the fine-tune had just run)."""
     from accelerate.utils import set_seed
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -44,17 +51,25 @@ def run_finetune(spec: FinetuneSpec, out_dir: Path, progress: bool = False) -> l
     set_seed(spec.seed)  # before the model: the seed fixes the classifier initialisation too
     m = spec.model
     texts = list(task.train["text"]) + (list(task.train["text_pair"]) if "text_pair" in task.train else [])
-    model, tok = load_model(m.name, task.num_labels, tokenizer=m.tokenizer, texts=texts,
-                            single_head=m.single_head, trust_remote_code=m.trust_remote_code, scratch=m.scratch,
-                            gguf_file=m.gguf_file)
+    if finetuned is not None:
+        model, tok = load_model(str(finetuned), task.num_labels)
+        train_stats = json.loads((Path(finetuned) / layout.CKPT_TRAIN).read_text())
+    else:
+        model, tok = load_model(m.name, task.num_labels, tokenizer=m.tokenizer, texts=texts,
+                                single_head=m.single_head, trust_remote_code=m.trust_remote_code,
+                                scratch=m.scratch, gguf_file=m.gguf_file, revision=m.revision)
     max_len, types = spec.data.max_length, uses_token_types(model)
 
     def enc(df):
         return Encoded(df, tok, max_len, token_types=types)
 
     with accelerator_scope(spec.train.mixed_precision) as acc:
-        train_stats = finetune(model, enc(task.train), tok.pad_token_id, spec.train, acc, spec.seed,
-                               progress=progress)
+        if finetuned is None:
+            train_stats = finetune(model, enc(task.train), tok.pad_token_id, spec.train, acc, spec.seed,
+                                   progress=progress)
+            if on_finetuned is not None:
+                on_finetuned(save_finetuned(acc.unwrap_model(model, keep_fp32_wrapper=False), tok, train_stats,
+                                            out_dir / layout.FINETUNED))
         metrics, preds = evaluate(model, enc(task.eval), tok.pad_token_id, acc, spec.train.eval_batch_size)
         others = {split: evaluate(model, enc(df), tok.pad_token_id, acc, spec.train.eval_batch_size)[0]
                   for split, df in (task.extra or {}).items()}
@@ -86,6 +101,34 @@ def run_finetune(spec: FinetuneSpec, out_dir: Path, progress: bool = False) -> l
         "importance_seconds": imp_seconds, "importance_examples": len(task.importance),
         "importance_method": spec.importance.method[0], "mixed_precision": mixed})
     return write_outputs(out_dir, [(row, preds)])
+
+
+def save_finetuned(model, tok, train_stats: dict, dest: Path) -> Path:
+    """The fine-tuned weights and tokenizer (HF format, safetensors) with the fine-tuning
+    statistics, written to a temporary name and renamed: the directory is complete or absent."""
+    dest = Path(dest)
+    tmp = dest.with_name(f".{dest.name}.tmp")
+    model.save_pretrained(tmp, safe_serialization=True)
+    tok.save_pretrained(tmp)
+    atomic.write_json(tmp / layout.CKPT_TRAIN, train_stats)
+    if dest.exists():
+        import shutil
+        shutil.rmtree(dest)
+    os.replace(tmp, dest)
+    return dest
+
+
+def weights_digest(checkpoint: Path) -> str:
+    """SHA-256 over the checkpoint's safetensors files (names and contents, in name order): what
+    the stage-A result records and a worker checks its cached copy against."""
+    import hashlib
+    h = hashlib.sha256()
+    for f in sorted(Path(checkpoint).glob("*.safetensors")):
+        h.update(f.name.encode() + b"\0")
+        with open(f, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()
 
 
 def run_prune(spec: PruneSpec, checkpoint_dir: Path, out_dir: Path, progress: bool = False) -> list[dict]:

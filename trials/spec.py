@@ -41,6 +41,7 @@ KEEP_RULES = ("ranked", "best")
 # What importance, strategies and K count (trials/units.py): query heads, or KV groups (a key/value
 # head with every query head that reads it; the same as a head where there is no GQA).
 UNITS = ("head", "kv_group")
+MAX_BATCH = 4096   # a larger batch is a typo (an extra zero) that would only fail on the GPU, after the queue
 
 
 def num(default, **rule):
@@ -63,6 +64,12 @@ def names(default: tuple[str, ...], *, choices: tuple | None = None):
     return field(default=default, metadata={"kind": "names", "choices": choices})
 
 
+def keyed_when_set(default=None, **rule):
+    """A key added after sweeps were run: part of the trial key only when set (not its default),
+    so adding it leaves every earlier trial key (and finished result) as it was."""
+    return field(default=default, metadata={"kind": "str", "allow_none": True, "key_when_set": True, **rule})
+
+
 def internal(default):
     """A field the sweep file does not set directly (the grid or the parser fills it in)."""
     return field(default=default, metadata={"internal": True})
@@ -77,6 +84,7 @@ class ModelSpec:
     trust_remote_code: bool = False
     scratch: bool = internal(False)  # multi-head, every weight drawn from the config (init: scratch)
     gguf_file: str | None = None    # a GGUF file in ``name`` (a directory or hub repo): loaded dequantised
+    revision: str | None = keyed_when_set()  # hub commit / branch / tag to load (None: the latest)
 
     def __post_init__(self):
         if not self.label:
@@ -115,14 +123,15 @@ class DataSpec:
     extra_eval: tuple[str, ...] = names(())            # further evaluation splits (MNLI mismatched)
     drop_invalid: bool = flag(False)    # drop rows with empty text / missing labels instead of refusing
     synthetic_size: int = num(4000, integer=True, lo=50)  # train rows of the synthetic set (eval: a quarter)
+    revision: str | None = keyed_when_set()  # hub dataset commit / branch / tag (None: the latest)
 
 
 @dataclass(frozen=True)
 class TrainSpec:
     epochs: float = num(3, lo=0, lo_open=True)
     lr: float = num(2e-5, lo=0, lo_open=True, hi=1.0)
-    batch_size: int = num(32, integer=True, lo=1)
-    eval_batch_size: int = num(128, integer=True, lo=1)
+    batch_size: int = num(32, integer=True, lo=1, hi=MAX_BATCH)
+    eval_batch_size: int = num(128, integer=True, lo=1, hi=MAX_BATCH)
     mixed_precision: str = text("auto", choices=PRECISIONS)
     warmup_ratio: float = num(0.1, lo=0, hi=1)
     weight_decay: float = num(0.01, lo=0)
@@ -134,7 +143,7 @@ class TrainSpec:
 class ImportanceSpec:
     examples: int = num(2000, integer=True, lo=1)  # held-out training examples used for importance
     normalize: str = text("auto", choices=NORMALIZE)   # the ranking score's normalisation (NORMALIZE)
-    batch_size: int = num(32, integer=True, lo=1)
+    batch_size: int = num(32, integer=True, lo=1, hi=MAX_BATCH)
     # names in trials.importance.IMPORTANCE_METHODS; several = a grid factor on one fine-tune
     method: tuple[str, ...] = names(("gradient",))
     # what is scored, ranked, counted by K and removed: query heads or whole KV groups
@@ -172,10 +181,6 @@ class FinetuneSpec(_Keyed):
     seed: int
     metric: str = "accuracy"        # the sweep's primary metric (trials.metrics.METRICS)
     stage: str = field(default="A", init=False)
-
-    @property
-    def checkpoint_name(self) -> str:
-        return f"{self.model.variant}__seed{self.seed}"
 
 
 @dataclass(frozen=True)
@@ -221,7 +226,18 @@ def to_dict(spec: Any) -> dict:
 
 
 def canonical_json(spec: Any) -> str:
-    return json.dumps(to_dict(spec), sort_keys=True, separators=(",", ":"))
+    return json.dumps(_drop_unset(spec, to_dict(spec)), sort_keys=True, separators=(",", ":"))
+
+
+def _drop_unset(spec: Any, d: dict) -> dict:
+    """``d`` (``to_dict(spec)``) without the ``keyed_when_set`` fields left at their default."""
+    for f in dataclasses.fields(spec):
+        v = getattr(spec, f.name)
+        if f.metadata.get("key_when_set") and v == f.default:
+            d.pop(f.name, None)
+        elif dataclasses.is_dataclass(v):
+            _drop_unset(v, d[f.name])
+    return d
 
 
 def spec_key(spec: Any) -> str:

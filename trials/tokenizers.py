@@ -45,14 +45,16 @@ def word_tokenizer(texts: Iterable[str], style: str, max_vocab: int = 20000, seg
                                    eos_token=eos, bos_token=eos)
 
 
-def load_tokenizer(path: str, trust_remote_code: bool = False, vocab_only_class: str | None = None):
+def load_tokenizer(path: str, trust_remote_code: bool = False, vocab_only_class: str | None = None,
+                   revision: str | None = None):
     """AutoTokenizer, or ``vocab_only_class`` for a directory that holds only vocab files (a bare
     BERT vocab.txt): with nothing describing it there, AutoTokenizer cannot tell the class."""
     import transformers
     if vocab_only_class and os.path.isdir(path) and not any(
             os.path.exists(os.path.join(path, f)) for f in DESCRIBED_BY):
         return getattr(transformers, vocab_only_class).from_pretrained(path)
-    return transformers.AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    return transformers.AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code,
+                                                      **({"revision": revision} if revision else {}))
 
 
 def fix_padding(model, tokenizer) -> None:

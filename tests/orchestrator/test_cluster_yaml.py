@@ -35,6 +35,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 CLUSTER_YAML = REPO / "cluster.yaml"
+TOKEN_FILE = "~/.ray/auth_token"   # Ray's default token path (`ray get-auth-token --generate` writes it)
 
 # Per-trial requests of the default sweep (docs/design.md, sweep file `resources`).
 # configs/sst2.yaml, when present, is checked too (see trial_requests()).
@@ -256,11 +257,25 @@ def project_errors(config: dict) -> list[str]:
     if not re.search(r"-(gpu|cu\d+)$", worker_image):
         errors.append(f"docker.image: {worker_image!r} is not a GPU (CUDA) image")
 
+    # Token authentication on every node: each `ray start` runs with RAY_AUTH_MODE=token, and the
+    # token file (never the token) is synced from the user's machine.
+    for key in ("head_start_ray_commands", "worker_start_ray_commands"):
+        for i, cmd in enumerate(config.get(key) or []):
+            if "ray start" in cmd and not re.search(r"RAY_AUTH_MODE=token\b[^;]*;.*ray start|"
+                                                    r"RAY_AUTH_MODE=token\s+ray start", cmd, re.S):
+                errors.append(f"{key}[{i}]: `ray start` without RAY_AUTH_MODE=token (GCS and Ray Client "
+                              "would accept anyone who reaches the head)")
+
     # The project is synced and installed (with the cloud extra) on every node.
     mounts = config.get("file_mounts") or {}
-    repo_mounts = [r for r, l in mounts.items() if (REPO / l).resolve() == REPO]
+    if mounts.get(TOKEN_FILE) != TOKEN_FILE:
+        errors.append(f"file_mounts: the Ray token file {TOKEN_FILE} is not synced to the nodes")
+    repo_mounts = [r for r, l in mounts.items() if not str(l).startswith("~") and (REPO / l).resolve() == REPO]
     for remote, local in mounts.items():
-        if not (REPO / local).exists():
+        if str(local).startswith("~"):
+            if local != TOKEN_FILE:  # files of the user's machine: only the token, which lives there
+                errors.append(f"file_mounts.{remote}: {local!r} is outside the repository")
+        elif not (REPO / local).exists():
             errors.append(f"file_mounts.{remote}: {local!r} does not exist (relative to the repo root)")
     if not repo_mounts:
         errors.append("file_mounts: the repository root ('.') is not synced to the nodes")
@@ -430,10 +445,16 @@ HEAD_START = ("ulimit -n 65536; ray start --head --port=6379 --autoscaling-confi
         (_set(("docker", "image"), "rayproject/ray:2.9.0-py311-gpu"), "docker.image"),
         (_set(("docker", "image"), "rayproject/ray:latest-gpu"), "docker.image"),
         (_set(("setup_commands",), ["pip install -U headsweep"]), "setup_commands"),
-        (_set(("file_mounts",), {"~/headsweep": "does-not-exist"}), "file_mounts"),
+        (_set(("file_mounts",), {"~/headsweep": "does-not-exist", TOKEN_FILE: TOKEN_FILE}), "file_mounts"),
+        (_set(("file_mounts",), {"~/headsweep": "."}), "file_mounts: the Ray token file"),
+        (_set(("head_start_ray_commands",), ["ray stop", HEAD_START.format("127.0.0.1")]),
+         "head_start_ray_commands[1]: `ray start` without RAY_AUTH_MODE=token"),
+        (_set(("worker_start_ray_commands",), ["ray stop", "ray start --address=$RAY_HEAD_IP:6379"]),
+         "worker_start_ray_commands[1]: `ray start` without RAY_AUTH_MODE=token"),
     ],
     ids=["worker-min1", "no-gpu", "gpu-overclaim", "too-few-cpus", "on-demand", "no-iam",
-         "head-cpus", "dashboard-public", "bad-option", "ray-mismatch", "unpinned", "no-install", "mount"],
+         "head-cpus", "dashboard-public", "bad-option", "ray-mismatch", "unpinned", "no-install", "mount",
+         "no-token-file", "head-without-token", "worker-without-token"],
 )
 def test_project_check_rejects_broken_copy(tmp_path, mutate, key):
     broken = load_config(write_broken_copy(tmp_path, mutate))
@@ -459,3 +480,17 @@ def test_secret_scan_rejects_broken_copy(tmp_path, mutate):
     assert schema_errors(load_config(path)) == []
     # ... the project's scan does not.
     assert secret_findings(path.read_text()), path.read_text()
+
+
+def test_cluster_docs_agree_with_reliability_and_state_the_exposure():
+    """docs/cluster.md said retries resume from checkpoints and that resume restores Tune's state
+    (docs/reliability.md: neither), and that token authentication was off while the Jobs API "is
+    protected"."""
+    cluster = " ".join((REPO / "docs" / "cluster.md").read_text().split())
+    reliability = " ".join((REPO / "docs" / "reliability.md").read_text().split())
+    for wrong in ("resumes from the last checkpoint", "restores the Ray Tune experiments",
+                  "runs **without** token authentication", "the Jobs API is protected"):
+        assert wrong not in cluster, wrong
+    assert "never `Tuner.restore`s" in reliability and "never restores Ray Tune's state" in cluster
+    assert "RAY_AUTH_MODE=token" in cluster and "ray get-auth-token --generate" in cluster
+    assert "plain text" in cluster   # what token authentication does not do, said plainly

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from headsweep.orchestrator.storage import Store, join, parent_and_name
+from headsweep.orchestrator.storage import Store, join, parent_and_name, root_digest
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
@@ -29,8 +29,8 @@ def test_store_round_trip(bucket, tmp_path):
     assert store.listdir("trials") == ["k"]
     (tmp_path / "ckpt").mkdir()
     (tmp_path / "ckpt" / "config.json").write_text("{}")
-    store.put_dir(tmp_path / "ckpt", "checkpoints/m__seed0")
-    got = store.get_dir("checkpoints/m__seed0", tmp_path / "cache" / "m0")
+    store.put_dir(tmp_path / "ckpt", "checkpoints/k0")
+    got = store.get_dir("checkpoints/k0", tmp_path / "cache" / "m0")
     assert (got / "config.json").read_text() == "{}"
 
 
@@ -45,11 +45,11 @@ def test_sweep_on_s3(bucket, s3_creds, small_raw, write_sweep, tmp_path, shadowi
     store = Store(join(bucket, "on-s3"))
     df = pd.read_parquet(io.BytesIO(store.read_bytes("results.parquet")))
     assert len(df) == 1 + 3 and df["trial_key"].is_unique
-    assert store.exists("checkpoints/tiny__seed0/model.safetensors")
-    assert all(store.exists(f"predictions/{k}.parquet") for k in df["trial_key"])
-    # stage B read the checkpoint from the bucket into the node's cache
     stage_a_key = df[df["stage"] == "A"]["trial_key"].iloc[0]
-    assert (tmp_path / "cache" / "checkpoints" / stage_a_key / "model.safetensors").exists()
+    assert store.exists(f"checkpoints/{stage_a_key}/model.safetensors")
+    assert all(store.exists(f"predictions/{k}.parquet") for k in df["trial_key"])
+    # stage B read the checkpoint from the bucket into the node's cache, keyed by (sweep, key)
+    assert (tmp_path / "cache" / "checkpoints" / root_digest(store.root) / stage_a_key / "model.safetensors").exists()
     # Tune's experiment folders of the one driver run live in the bucket too (ray/<run_id>/<stage>)
     runs = store.listdir("ray")
     assert len(runs) == 1, runs

@@ -49,8 +49,8 @@ def test_finetuning_ran_once_per_model_variant_and_seed(small_counts, finished):
     # each stage-A trial ran exactly once; stage B never trained (no recovery epochs)
     assert (a["attempt"] == 1).all() and (a["train_steps"] > 0).all()
     assert df[df["stage"] == "B"]["train_steps"].isna().all()
-    assert sorted(os.listdir(sweep_dir / "checkpoints")) == sorted(
-        f"{v}__seed{s}" for v in ("tiny", "tiny-1head") for s in (0, 1))
+    # one checkpoint folder per fine-tune, named by its stage-A key (content, not label)
+    assert sorted(os.listdir(sweep_dir / "checkpoints")) == sorted(a["spec_key"])
 
 
 def test_strategy_rows_and_k(finished):
@@ -82,7 +82,7 @@ def test_predictions_and_importance_files(finished):
 
 
 def recheck_accuracy(sweep_dir, checkpoint: str, heads) -> float:
-    """Accuracy of a stage-A checkpoint, loaded by plain transformers, with ``heads`` masked."""
+    """Accuracy of a stage-A checkpoint (``checkpoint``: its stage-A key, the folder's name), loaded by plain transformers, with ``heads`` masked."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from headsweep import trials
@@ -104,7 +104,7 @@ def test_row_rechecks_by_masking_the_checkpoint(finished):
     """DESIGN: any row can be re-checked by masking exactly heads_removed on the stage-A checkpoint."""
     sweep_dir, df = finished
     row = df[(df["strategy"] == "top") & (df["seed"] == 1)].iloc[0]
-    assert recheck_accuracy(sweep_dir, "tiny__seed1", json.loads(row.heads_removed)) == pytest.approx(row.accuracy)
+    assert recheck_accuracy(sweep_dir, row.stage_a_key, json.loads(row.heads_removed)) == pytest.approx(row.accuracy)
 
 
 def test_rebuilding_results_from_trial_outputs_gives_same_table(finished):
@@ -174,7 +174,7 @@ def test_resume_after_a_stop_after_stage_a(small_raw, write_sweep, tmp_path, ray
     imp = pd.read_parquet(sweep_dir / "importance.parquet")
     assert imp.groupby("model")["head"].nunique().to_dict() == {"tiny": 4, "tiny-llama": 2}
     row = llama.loc[("top", 1)]
-    assert recheck_accuracy(sweep_dir, "tiny-llama__seed1", json.loads(row.heads_removed)) == pytest.approx(
+    assert recheck_accuracy(sweep_dir, row.stage_a_key, json.loads(row.heads_removed)) == pytest.approx(
         row.accuracy)
     report = (sweep_dir / "analysis" / "report.md").read_text()
     assert "tiny-llama" in report and "Units: **KV groups**" in report

@@ -31,8 +31,11 @@ def test_model_variant_and_arch():
     assert ModelSpec(name="gpt2").variant == "gpt2" and ModelSpec(name="gpt2").arch == "multi-head"
     one = ModelSpec(name="gpt2", label="g", single_head="random")
     assert one.variant == "g-1head" and one.arch == "single-head"
-    assert make(3).checkpoint_name == "tiny-gpt2__seed3"
-    assert make(1, single_head="pretrained").checkpoint_name == "tiny-gpt2-1head__seed1"
+    # checkpoints are named by the fine-tune's key (content), never by label: distinct variants and
+    # seeds get distinct folders
+    from headsweep.trials import layout
+    names = {layout.checkpoint_dir(make(s, **kw).key) for s in (1, 3) for kw in ({}, {"single_head": "pretrained"})}
+    assert len(names) == 4
 
 
 def test_specs_are_frozen():
@@ -44,9 +47,17 @@ def test_specs_are_frozen():
 
 def test_key_is_the_sha256_of_the_canonical_json():
     spec = make()
-    canonical = json.dumps(dataclasses.asdict(spec), sort_keys=True, separators=(",", ":"))
+    d = dataclasses.asdict(spec)
+    # keys added later (revision) are in the key only when set: an unset one leaves every key of a
+    # sweep that ran before it as it was
+    del d["model"]["revision"], d["data"]["revision"]
+    canonical = json.dumps(d, sort_keys=True, separators=(",", ":"))
     assert spec.key == hashlib.sha256(canonical.encode()).hexdigest()[:16]
     assert len(spec.key) == 16 and int(spec.key, 16) >= 0
+    pinned = dataclasses.replace(spec, model=dataclasses.replace(spec.model, revision="abc123"))
+    assert pinned.key != spec.key
+    d["model"]["revision"] = "abc123"
+    assert pinned.key == hashlib.sha256(json.dumps(d, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
 
 
 def test_keys_tell_trials_apart():
